@@ -1,0 +1,107 @@
+"""A Flask service that tells operators, over authenticated HTTP, how its databases are doing."""
+from __future__ import annotations
+
+import os
+import sys
+import weakref
+from collections import ChainMap
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from . import auth, cli, health, logs, pools, probes
+from .config import BIND_PREFIX, EXIT_MISCONFIGURED, SETTINGS, ConfigError, load_settings
+from .database import PROJECT_ROOT, engine_options, parse_url, prepare_engine
+from .errors import register_error_handlers
+from .extensions import db, jwt, migrate
+from .monitor import HealthMonitor, monitor
+from .revocation import RevokedTokens
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: settings -> extensions -> blueprints -> error handlers.
+
+    ``test_config`` overrides environment variables by the same names (and
+    sets any other Flask key). Invalid settings print one line on stderr and
+    exit with status 3, the "misconfigured" status of ``flask dbhealth check``.
+    """
+    overrides = dict(test_config or {})
+    try:
+        settings = load_settings(ChainMap(overrides, os.environ))
+        app = Flask(__name__, instance_path=_instance_path(overrides))
+        app.config.from_mapping(settings)
+        app.config.update(_database_config(app, settings))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_MISCONFIGURED) from None
+    app.config.update({k: v for k, v in overrides.items() if k not in SETTINGS and not k.startswith(BIND_PREFIX)})
+
+    logs.init_app(app)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
+    jwt.init_app(app)
+    app.extensions["dbhealth"] = {
+        "side_engines": {},
+        "engine_options": {None: app.config["SQLALCHEMY_ENGINE_OPTIONS"], **app.config["SQLALCHEMY_BINDS"]},
+        "monitor": HealthMonitor(app),
+        "revoked": RevokedTokens(app),
+    }
+    with app.app_context():
+        for engine in db.engines.values():
+            prepare_engine(engine)
+    _forget_connections_after_fork(app)
+    auth.init_app(app)
+    pools.init_app(app)
+    cli.init_app(app)
+    app.json.sort_keys = False
+
+    app.register_blueprint(probes.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(health.bp)
+    if app.config["DB_HEALTH_CHECK_INTERVAL"] > 0:
+        app.before_request(lambda: monitor().start_background())
+
+    register_error_handlers(app)
+    return app
+
+
+def _instance_path(overrides: Mapping[str, Any]) -> str | None:
+    path = overrides.get("INSTANCE_PATH") or os.environ.get("INSTANCE_PATH")
+    return os.path.abspath(path) if path else None
+
+
+def _database_config(app: Flask, settings: dict[str, Any]) -> dict[str, Any]:
+    """Flask-SQLAlchemy's settings, from validated URLs, with our options per dialect."""
+    try:
+        os.makedirs(app.instance_path, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"instance folder {app.instance_path} cannot be created: {error.strerror}") from None
+    if not os.access(app.instance_path, os.W_OK):
+        raise ConfigError(f"instance folder {app.instance_path} is not writable")
+    primary = parse_url(settings["DATABASE_URL"] or f"sqlite:///{app.instance_path}/app.db", "DATABASE_URL")
+    binds = {name: parse_url(url, f"{BIND_PREFIX}{name.upper()}") for name, url in settings["DB_BINDS"].items()}
+    readonly = settings["DATABASE_READONLY_URL"]
+    primary_options = engine_options(primary, settings)
+    return {
+        "SQLALCHEMY_DATABASE_URI": primary_options.pop("url"),
+        "SQLALCHEMY_ENGINE_OPTIONS": primary_options,
+        "SQLALCHEMY_BINDS": {name: engine_options(url, settings) for name, url in binds.items()},
+        "READONLY_URL": parse_url(readonly, "DATABASE_READONLY_URL") if readonly else None,
+        "MAX_CONTENT_LENGTH": 1024 * 1024,
+    }
+
+
+def _forget_connections_after_fork(app: Flask) -> None:
+    """A forked child must not use sockets it shares with its parent (gunicorn --preload, multiprocessing)."""
+    app_ref = weakref.ref(app)
+
+    def forget() -> None:
+        app = app_ref()
+        if app is None:
+            return
+        with app.app_context():
+            for engine in {*db.engines.values(), *app.extensions["dbhealth"]["side_engines"].values()}:
+                engine.dispose(close=False)
+
+    os.register_at_fork(after_in_child=forget)

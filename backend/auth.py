@@ -1,0 +1,144 @@
+"""Operators' access: login, logout, tokens with a role, and the role check for protected blueprints."""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, Flask, current_app, g, request
+from flask_jwt_extended import create_access_token, get_jwt, verify_jwt_in_request
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from . import audit
+from .errors import ApiError, error_body, json_object_body
+from .extensions import db, jwt
+from .models import ROLES, User, utcnow
+from .retry import with_db_retry
+from .revocation import revoke, revoked_tokens
+
+bp = Blueprint("auth", __name__, url_prefix="/api/auth")
+MAX_EXPIRES_IN = 366 * 24 * 3600
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to check against when the user does not exist, so timing does not tell."""
+    return generate_password_hash("not a real password")
+
+
+def issue_token(identity: str, role: str, expires_in: int | None = None) -> tuple[str, int]:
+    """A signed access token carrying ``role``; returns (token, seconds until it expires)."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    seconds = expires_in or int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds())
+    token = create_access_token(
+        identity=identity, additional_claims={"role": role}, expires_delta=timedelta(seconds=seconds)
+    )
+    return token, seconds
+
+
+@with_db_retry()
+def find_user(username: str) -> User | None:
+    return db.session.scalar(sa.select(User).where(User.username == username))
+
+
+@with_db_retry()
+def create_user(username: str, password: str, role: str) -> User:
+    user = User(username=username, password_hash=generate_password_hash(password), role=role)
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+@bp.post("/login")
+def login():
+    body = json_object_body()
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
+        raise ApiError(400, "bad_request", "username and password are required strings", "Bad request")
+    user = find_user(username)
+    password_ok = check_password_hash(user.password_hash if user else _dummy_hash(), password)
+    if user is None or not password_ok or not user.active:
+        audit.record("login", "denied", actor=username[:80])
+        raise ApiError(401, "invalid_credentials", "Invalid username or password", "Login failed")
+    token, expires_in = issue_token(user.username, user.role)
+    audit.record("login", "ok", actor=user.username, detail={"role": user.role})
+    return {
+        "success": True,
+        "data": {"access_token": token, "token_type": "Bearer", "expires_in": expires_in, "role": user.role},
+    }
+
+
+@bp.post("/logout")
+def logout():
+    verify_jwt_in_request()
+    claims = get_jwt()
+    expires_at = datetime.fromtimestamp(claims["exp"], timezone.utc).replace(tzinfo=None)
+    revoke(claims["jti"], expires_at)
+    audit.record("logout", "ok", actor=claims["sub"], target=claims["jti"])
+    return {"success": True, "data": {"revoked": claims["jti"]}}
+
+
+def revoke_jti(jti: str) -> bool:
+    """Revoke a token known only by its jti (from the CLI): kept until any token could expire."""
+    return revoke(jti, utcnow() + timedelta(seconds=MAX_EXPIRES_IN))
+
+
+def admin_only(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a view of a protected blueprint as admin-only."""
+    view.required_role = "admin"  # type: ignore[attr-defined]
+    return view
+
+
+def protect(blueprint: Blueprint) -> None:
+    """Require a valid token on every route of ``blueprint``, and the admin role where marked."""
+
+    @blueprint.before_request
+    def _require_token():
+        verify_jwt_in_request()
+        claims = get_jwt()
+        g.identity = claims.get("sub")
+        g.role = claims.get("role")
+        view = current_app.view_functions.get(request.endpoint)
+        needed = getattr(view, "required_role", "viewer")
+        if g.role not in ROLES or (needed == "admin" and g.role != "admin"):
+            raise ApiError(403, "forbidden", f"This action needs the {needed} role", "Forbidden")
+
+
+def is_admin() -> bool:
+    return g.get("role") == "admin"
+
+
+def _unauthorized(reason: str):
+    return error_body("auth_required", "A bearer token is required: Authorization: Bearer <token>", "Authentication required"), 401
+
+
+def _invalid(reason: str):
+    return error_body("invalid_token", f"The token is not valid: {reason}", "Invalid token"), 401
+
+
+def _expired(header: dict, payload: dict):
+    return error_body("token_expired", "The token has expired", "Token expired"), 401
+
+
+def _revoked(header: dict, payload: dict):
+    return error_body("token_revoked", "The token has been revoked", "Token revoked"), 401
+
+
+def _verification_failed(header: dict, payload: dict):
+    return error_body("invalid_token", "The token failed verification", "Invalid token"), 401
+
+
+def _is_revoked(header: dict, payload: dict) -> bool:
+    return revoked_tokens().contains(payload["jti"])
+
+
+def init_app(app: Flask) -> None:
+    jwt.unauthorized_loader(_unauthorized)
+    jwt.invalid_token_loader(_invalid)
+    jwt.expired_token_loader(_expired)
+    jwt.revoked_token_loader(_revoked)
+    jwt.token_verification_failed_loader(_verification_failed)
+    jwt.token_in_blocklist_loader(_is_revoked)

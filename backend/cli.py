@@ -1,0 +1,97 @@
+"""Command-line tools: ``flask auth ...`` for operators and tokens, ``flask dbhealth check`` for scripts."""
+from __future__ import annotations
+
+import getpass
+import json
+import re
+import sys
+
+import click
+import sqlalchemy as sa
+from flask import Flask
+from flask.cli import AppGroup
+
+from . import audit
+from .auth import MAX_EXPIRES_IN, create_user, find_user, issue_token, revoke_jti
+from .extensions import db
+from .models import ROLES, User
+from .monitor import monitor
+
+USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,80}$")
+MIN_PASSWORD = 8
+EXIT_CODES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+
+auth_cli = AppGroup("auth", help="Manage operators and tokens.")
+dbhealth_cli = AppGroup("dbhealth", help="Check the databases from the command line.")
+
+
+def _cli_actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+@auth_cli.command("create-user")
+@click.argument("name")
+@click.option("--role", type=click.Choice(ROLES), required=True, help="viewer reads health; admin also runs /test and /reconnect.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input, for scripts.")
+def create_user_command(name: str, role: str, password_stdin: bool) -> None:
+    """Create an operator who can log in with a password."""
+    if not USERNAME.match(name):
+        raise click.BadParameter("use 1-80 letters, digits or . _ @ -", param_hint="NAME")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD:
+        raise click.ClickException(f"the password must be at least {MIN_PASSWORD} characters")
+    if find_user(name) is not None:
+        raise click.ClickException(f"user {name!r} already exists")
+    create_user(name, password, role)
+    audit.record("user_created", "ok", actor=_cli_actor(), target=name, detail={"role": role})
+    click.echo(f"created {role} {name!r}", err=True)
+
+
+@auth_cli.command("issue-token")
+@click.argument("identity")
+@click.option("--role", type=click.Choice(ROLES), default="viewer", show_default=True)
+@click.option("--expires-in", type=click.IntRange(1, MAX_EXPIRES_IN), default=None, help="Seconds; default JWT_ACCESS_TOKEN_EXPIRES.")
+def issue_token_command(identity: str, role: str, expires_in: int | None) -> None:
+    """Print a token for IDENTITY, alone on stdout (for monitoring and scripts)."""
+    token, seconds = issue_token(identity, role, expires_in)
+    audit.record("token_issued", "ok", actor=_cli_actor(), target=identity, detail={"role": role, "expires_in": seconds})
+    click.echo(token)
+
+
+@auth_cli.command("revoke")
+@click.argument("jti")
+def revoke_command(jti: str) -> None:
+    """Revoke a token by its jti; every worker refuses it within seconds."""
+    new = revoke_jti(jti)
+    audit.record("token_revoked", "ok" if new else "already_revoked", actor=_cli_actor(), target=jti)
+    click.echo(f"revoked {jti}" if new else f"{jti} was already revoked", err=True)
+
+
+@auth_cli.command("list-users")
+def list_users_command() -> None:
+    """List operators with their role and state."""
+    for user in db.session.scalars(sa.select(User).order_by(User.username)):
+        state = "active" if user.active else "inactive"
+        click.echo(f"{user.username}\t{user.role}\t{state}\t{user.created_at:%Y-%m-%d %H:%M}")
+
+
+@dbhealth_cli.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Print the health data as JSON.")
+@click.option("--force", is_flag=True, help="Always probe (a command has no cache to reuse anyway).")
+def check_command(as_json: bool, force: bool) -> None:
+    """Probe the databases; exit 0 healthy, 1 degraded, 2 unhealthy, 3 misconfigured."""
+    snapshot, _ = monitor().health(force=True)
+    if as_json:
+        click.echo(json.dumps(snapshot, indent=2, default=str))
+    else:
+        parts = [f"{name} {c['status']} ({c['response_time_ms']} ms)" for name, c in snapshot["components"].items()]
+        click.echo(f"{snapshot['status']}: {snapshot['message']} [{', '.join(parts)}]")
+    sys.exit(EXIT_CODES[snapshot["status"]])
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(auth_cli)
+    app.cli.add_command(dbhealth_cli)

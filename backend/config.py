@@ -1,0 +1,159 @@
+"""Settings read from the environment once, validated, and turned into Flask config.
+
+Every variable of the service is declared in ``SETTINGS`` with its parser and
+default; ``load_settings`` is the only place that reads them. A bad value raises
+``ConfigError`` with one line naming the variable, which the factory turns into
+exit status 3 (the "misconfigured" status of ``flask dbhealth check``).
+"""
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+ENVIRONMENTS = ("development", "testing", "production")
+MIN_SECRET_LENGTH = 32
+EXIT_MISCONFIGURED = 3
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names it."""
+
+
+def _text(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+def _integer(minimum: int, wording: str) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(str(raw).strip())
+        except ValueError:
+            raise ConfigError(f"{name} must be {wording}, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigError(f"{name} must be {wording}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _number(minimum: float, wording: str, allow_equal: bool) -> Callable[[str, str], float]:
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(str(raw).strip())
+        except ValueError:
+            raise ConfigError(f"{name} must be {wording}, got {raw!r}") from None
+        too_small = value < minimum if allow_equal else value <= minimum
+        if too_small or value != value or value == float("inf"):
+            raise ConfigError(f"{name} must be {wording}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _percent(name: str, raw: str) -> float:
+    value = _number(0, "a percentage between 1 and 100", allow_equal=False)(name, raw)
+    if value > 100:
+        raise ConfigError(f"{name} must be a percentage between 1 and 100, got {raw!r}")
+    return value
+
+
+def _boolean(name: str, raw: str) -> bool:
+    value = str(raw).strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _choice(*choices: str, upper: bool = False) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = str(raw).strip()
+        value = value.upper() if upper else value.lower()
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+positive_int = _integer(1, "a positive integer")
+non_negative_int = _integer(0, "a non-negative integer")
+positive_seconds = _number(0, "a positive number of seconds", allow_equal=False)
+non_negative_seconds = _number(0, "a non-negative number of seconds", allow_equal=True)
+
+# name -> (parser, default). None means "not set".
+SETTINGS: dict[str, tuple[Callable[[str, str], Any], Any]] = {
+    "APP_ENV": (_choice(*ENVIRONMENTS), "development"),
+    "DATABASE_URL": (_text, None),
+    "DATABASE_READONLY_URL": (_text, None),
+    "DB_POOL_SIZE": (positive_int, 10),
+    "DB_MAX_OVERFLOW": (non_negative_int, 20),
+    "DB_POOL_TIMEOUT": (positive_seconds, 20.0),
+    "DB_POOL_RECYCLE": (positive_int, 3600),
+    "DB_CONNECT_TIMEOUT": (positive_seconds, 5.0),
+    "DB_HEALTH_TIMEOUT": (positive_seconds, 2.0),
+    "DB_HEALTH_CACHE_TTL": (non_negative_seconds, 5.0),
+    "DB_HEALTH_CHECK_INTERVAL": (non_negative_seconds, 60.0),
+    "DB_STATEMENT_TIMEOUT_MS": (positive_int, 5000),
+    "DB_RETRY_ATTEMPTS": (non_negative_int, 3),
+    "DB_RETRY_BASE_DELAY": (non_negative_seconds, 1.0),
+    "DB_ECHO": (_boolean, False),
+    "DB_CONNECTIONS_WARN_PERCENT": (_percent, 80.0),
+    "DB_POOL_WARN_PERCENT": (_percent, 90.0),
+    "DB_REPLICA_MAX_LAG_S": (positive_seconds, 30.0),
+    "JWT_SECRET_KEY": (_text, None),
+    "JWT_ACCESS_TOKEN_EXPIRES": (positive_int, 3600),
+    "METRICS_TOKEN": (_text, None),
+    "LOG_LEVEL": (_choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", upper=True), "INFO"),
+    "LOG_FORMAT": (_choice("text", "json"), "text"),
+}
+BIND_PREFIX = "DB_BIND_"
+
+
+def load_settings(environ: Mapping[str, Any]) -> dict[str, Any]:
+    """Parse and validate every setting from ``environ``; raise ConfigError on the first bad one."""
+    settings: dict[str, Any] = {}
+    for name, (parse, default) in SETTINGS.items():
+        raw = environ.get(name)
+        if raw is None or str(raw).strip() == "":
+            settings[name] = default
+        else:
+            settings[name] = parse(name, raw)
+
+    settings["DB_BINDS"] = {
+        name[len(BIND_PREFIX):].lower(): str(value).strip()
+        for name, value in sorted(environ.items())
+        if name.startswith(BIND_PREFIX) and len(name) > len(BIND_PREFIX)
+    }
+    for bind, url in settings["DB_BINDS"].items():
+        if not url:
+            raise ConfigError(f"{BIND_PREFIX}{bind.upper()} is set but empty")
+        if bind == "primary" or not bind.replace("_", "").isalnum():
+            raise ConfigError(
+                f"{BIND_PREFIX}{bind.upper()}: the name must be letters, digits or _ and not PRIMARY"
+            )
+
+    production = settings["APP_ENV"] == "production"
+    if production and not settings["DATABASE_URL"]:
+        raise ConfigError("DATABASE_URL is required when APP_ENV=production")
+
+    secret = settings["JWT_SECRET_KEY"]
+    if secret is None:
+        if production:
+            raise ConfigError(
+                f"JWT_SECRET_KEY is required when APP_ENV=production "
+                f"(at least {MIN_SECRET_LENGTH} characters)"
+            )
+        # Development and tests get a random key: tokens die with the process.
+        settings["JWT_SECRET_KEY"] = secrets.token_urlsafe(48)
+        settings["JWT_SECRET_KEY_GENERATED"] = True
+    elif len(secret) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"JWT_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters, got {len(secret)}"
+        )
+
+    settings["JWT_ACCESS_TOKEN_EXPIRES"] = timedelta(seconds=settings["JWT_ACCESS_TOKEN_EXPIRES"])
+    return settings

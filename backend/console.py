@@ -1,0 +1,263 @@
+"""The query console behind POST /api/database/test: one read-only statement, bounded.
+
+Three layers stop a query from changing anything, outermost first:
+
+1. ``check_statement`` reads the SQL with quotes and comments understood and
+   refuses several statements, anything but a read, and functions with side
+   effects that a read-only transaction would still allow;
+2. the database runs it in a read-only transaction (PostgreSQL ``SET
+   TRANSACTION READ ONLY``, MySQL family ``START TRANSACTION READ ONLY``,
+   SQLite ``PRAGMA query_only``) that is always rolled back;
+3. optionally, DATABASE_READONLY_URL runs it as a role that cannot write at all.
+
+Time is bounded by the server (``statement_timeout``, ``max_statement_time``,
+``max_execution_time``), by SQLite's progress handler, and by the deadline
+watchdog for a server that stops answering.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import re
+import time
+import uuid
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, StatementError
+
+from . import checks
+from .database import scrub_secrets
+from .deadline import DeadlineExceeded
+from .errors import ApiError
+from .retry import is_transient
+
+DEFAULT_QUERY = "SELECT 1"
+DEFAULT_MAX_ROWS = 100
+MAX_ROWS_CAP = 1000
+MAX_QUERY_LENGTH = 10_000
+
+READ_STATEMENTS = {"select", "with", "values", "table", "show", "explain", "describe", "desc"}
+# Words that only appear in statements that write, lock, or change the session.
+WRITE_WORDS = {
+    "insert", "update", "delete", "merge", "upsert", "replace", "drop", "create", "alter", "truncate",
+    "rename", "grant", "revoke", "copy", "call", "do", "execute", "prepare", "deallocate", "lock",
+    "unlock", "vacuum", "reindex", "cluster", "refresh", "set", "reset", "load", "handler", "into",
+    "attach", "detach", "pragma", "comment", "import", "notify", "listen", "begin", "commit",
+    "rollback", "savepoint", "release", "analyze", "analyse", "optimize", "repair", "flush", "kill",
+    "shutdown", "install", "uninstall", "security", "discard", "checkpoint",
+}
+SIDE_EFFECT_FUNCTIONS = re.compile(
+    r"^(pg_terminate_backend|pg_cancel_backend|pg_reload_conf|pg_rotate_logfile|pg_advisory\w*"
+    r"|pg_try_advisory\w*|set_config|dblink\w*|lo_\w+|pg_notify|pg_stat_reset\w*|pg_switch_wal"
+    r"|pg_promote|pg_create_\w+|pg_drop_\w+|pg_replication_\w+|pg_logical_\w+|pg_read_\w*file"
+    r"|pg_ls_\w+|pg_file_\w+|query_to_\w+|cursor_to_\w+|nextval|setval|txid_current|pg_current_xact_id"
+    r"|get_lock|release_lock|release_all_locks|is_used_lock|benchmark|load_file|sys_exec|sys_eval"
+    r"|load_extension|readfile|writefile|edit|fts3_tokenizer)$",
+    re.IGNORECASE,
+)
+
+
+def _tokenizer(dialect: str) -> re.Pattern[str]:
+    """A tokenizer that reads quotes and comments the way ``dialect`` does."""
+    mysql = dialect in ("mysql", "mariadb")
+    postgresql = dialect == "postgresql"
+    comment = r"--[^\n]*|/\*.*?\*/" + (r"|\#[^\n]*" if mysql else "")
+    if mysql:  # backslash escapes in every string, double quotes are strings too
+        string = r"[BbXxNn]?'(?:[^'\\]|''|\\.)*'|\"(?:[^\"\\]|\"\"|\\.)*\""
+    elif postgresql:  # backslash escapes only in E'...'
+        string = r"[Ee]'(?:[^'\\]|''|\\.)*'|[BbXxNnUu]?&?'(?:[^']|'')*'"
+    else:
+        string = r"[BbXx]?'(?:[^']|'')*'"
+    dollar = r"(?P<dollar>\$(?P<tag>[A-Za-z_]\w*)?\$.*?\$(?P=tag)?\$)|" if postgresql else ""
+    identifier = r"`(?:[^`]|``)*`" if mysql else r'"(?:[^"]|"")*"|`(?:[^`]|``)*`|\[[^\]]*\]'
+    return re.compile(
+        rf"""
+        (?P<executable>/\*[!M+])
+      | (?P<comment>{comment})
+      | {dollar}(?P<string>{string})
+      | (?P<identifier>{identifier})
+      | (?P<word>[A-Za-z_][\w$]*)
+      | (?P<semicolon>;)
+      | (?P<paren>\()
+      | (?P<space>\s+)
+      | (?P<other>.)
+        """,
+        re.VERBOSE | re.DOTALL,
+    )
+
+
+TOKENIZERS = {name: _tokenizer(name) for name in ("postgresql", "mysql", "mariadb", "sqlite")}
+
+
+def reject(reason: str) -> ApiError:
+    return ApiError(400, "query_rejected", reason, "Query refused")
+
+
+def check_statement(query: str, dialect: str) -> str:
+    """Refuse what is not one read-only statement; returns its first keyword."""
+    tokens = [
+        (match.lastgroup, match.group())
+        for match in TOKENIZERS[dialect].finditer(query)
+        if match.lastgroup not in ("comment", "space")
+    ]
+    if any(kind == "executable" for kind, _ in tokens):
+        raise reject("Executable comments are not allowed")
+    others = "".join(value for kind, value in tokens if kind == "other")
+    if any(mark in others for mark in ("'", '"', "`", "/*", "$$")):
+        raise reject("Unterminated quote or comment")
+    while tokens and tokens[-1][0] == "semicolon":
+        tokens.pop()
+    if not tokens:
+        raise reject("The query is empty")
+    if any(kind == "semicolon" for kind, _ in tokens):
+        raise reject("Only one statement is allowed")
+    first = tokens[0][1].lower()
+    if tokens[0][0] != "word" or first not in READ_STATEMENTS:
+        raise reject("Only read statements (SELECT, WITH, VALUES, SHOW, EXPLAIN) are allowed")
+    for index, (kind, value) in enumerate(tokens):
+        if kind not in ("word", "identifier"):
+            continue
+        word = value.strip('"`[]').lower()
+        if word in WRITE_WORDS:
+            raise reject(f"{word.upper()} is not allowed: the console is read-only")
+        followed_by_paren = index + 1 < len(tokens) and tokens[index + 1][0] == "paren"
+        if followed_by_paren and SIDE_EFFECT_FUNCTIONS.match(word):
+            raise reject(f"{word}() has side effects and is not allowed")
+    return first
+
+
+def parse_request(body: dict[str, Any]) -> tuple[str, dict[str, Any], int]:
+    query = body.get("query", DEFAULT_QUERY)
+    params = body.get("params") or {}
+    max_rows = body.get("max_rows", DEFAULT_MAX_ROWS)
+    if not isinstance(query, str) or not query.strip():
+        raise reject("query must be a non-empty string")
+    if len(query) > MAX_QUERY_LENGTH:
+        raise reject(f"query is longer than {MAX_QUERY_LENGTH} characters")
+    if not isinstance(params, dict) or not all(isinstance(k, str) and re.fullmatch(r"\w+", k) for k in params):
+        raise reject("params must be an object of name: value")
+    if not all(v is None or isinstance(v, (str, int, float, bool)) for v in params.values()):
+        raise reject("parameter values must be strings, numbers, booleans or null")
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
+        raise reject("max_rows must be a positive integer")
+    return query, params, min(max_rows, MAX_ROWS_CAP)
+
+
+def json_safe(value: Any) -> Any:
+    """Values as JSON can carry them: ISO-8601 times, decimals as strings, bytes as hex."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    return str(value)
+
+
+def _run(connection: Connection, query: str, params: dict[str, Any], max_rows: int, first: str) -> dict[str, Any]:
+    dialect = connection.dialect.name
+    timeout_ms = current_app.config["DB_STATEMENT_TIMEOUT_MS"]
+    dbapi = connection.connection.dbapi_connection
+    stream = dialect == "postgresql" and first in ("select", "with", "values", "table")
+    if dialect == "postgresql":
+        connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+    elif dialect in ("mysql", "mariadb"):
+        if connection.dialect.is_mariadb:
+            connection.exec_driver_sql(f"SET SESSION max_statement_time = {timeout_ms / 1000:.3f}")
+        else:
+            connection.exec_driver_sql(f"SET SESSION max_execution_time = {int(timeout_ms)}")
+        connection.exec_driver_sql("START TRANSACTION READ ONLY")
+    else:
+        connection.exec_driver_sql("PRAGMA query_only = ON")
+        give_up_at = time.monotonic() + timeout_ms / 1000
+        dbapi.set_progress_handler(lambda: int(time.monotonic() > give_up_at), 10_000)
+    truncated = False
+    try:
+        started = time.perf_counter()
+        result = connection.execution_options(stream_results=stream).execute(text(query), params)
+        columns = list(result.keys()) if result.returns_rows else []
+        rows = result.fetchmany(max_rows + 1) if result.returns_rows else []
+        elapsed = time.perf_counter() - started
+        truncated = len(rows) > max_rows
+        if truncated and dialect in ("mysql", "mariadb"):
+            connection.invalidate()  # do not drain the rest of an unbuffered result
+        else:
+            result.close()
+    finally:
+        if not connection.invalidated:
+            connection.rollback()
+            if dialect == "sqlite":
+                dbapi.set_progress_handler(None, 0)
+                connection.exec_driver_sql("PRAGMA query_only = OFF")
+                connection.rollback()
+            elif dialect in ("mysql", "mariadb"):
+                variable = "max_statement_time" if connection.dialect.is_mariadb else "max_execution_time"
+                connection.exec_driver_sql(f"SET SESSION {variable} = DEFAULT")
+    return {
+        "query": query,
+        "columns": columns,
+        "rows": [[json_safe(value) for value in row] for row in rows[:max_rows]],
+        "row_count": min(len(rows), max_rows),
+        "truncated": truncated,
+        "elapsed_ms": round(elapsed * 1000, 2),
+    }
+
+
+# Server errors that mean "this was a write" and "this took too long", per driver.
+READ_ONLY_CODES = {"25006", 1792, 1290}
+TIMEOUT_CODES = {"57014", 1969, 3024}
+
+
+def _driver_code(error: DBAPIError) -> Any:
+    orig = error.orig
+    code = getattr(orig, "pgcode", None)
+    if code is None and getattr(orig, "args", None) and isinstance(orig.args[0], int):
+        code = orig.args[0]
+    return code
+
+
+def run_query(query: str, params: dict[str, Any], max_rows: int) -> dict[str, Any]:
+    """Run one checked statement read-only; raises ApiError for every way it can fail."""
+    dialect = checks.side_engine(None, "console").dialect.name
+    first = check_statement(query, dialect)
+    timeout_s = current_app.config["DB_STATEMENT_TIMEOUT_MS"] / 1000
+    try:
+        return checks.run_bounded(
+            None, timeout_s + 1.0, lambda c: _run(c, query, params, max_rows, first), purpose="console"
+        )
+    except DeadlineExceeded:
+        raise ApiError(504, "query_timeout", f"The query did not finish within {timeout_s:g}s", "Query timed out")
+    except StatementError as error:
+        if not isinstance(error, DBAPIError):
+            raise reject(f"Bad parameters: {error.orig}") from None
+        code = _driver_code(error)
+        message = server_message(error)
+        if code in TIMEOUT_CODES or "interrupted" in message:
+            raise ApiError(504, "query_timeout", f"The query did not finish within {timeout_s:g}s", "Query timed out")
+        if code in READ_ONLY_CODES or "readonly database" in message or "query_only" in message:
+            raise reject(f"The database refused a write: {message}")
+        if is_transient(error):
+            raise
+        raise ApiError(400, "query_error", message, "The database refused the query")
+
+
+def server_message(error: DBAPIError) -> str:
+    """The server's own message, first line, without the driver's prefix or credentials."""
+    orig = error.orig
+    pymysql_error = type(orig).__module__.startswith("pymysql") and len(orig.args) > 1
+    message = (str(orig.args[1]) if pymysql_error else str(orig)).strip()
+    return scrub_secrets(message.splitlines()[0] if message else type(orig).__name__)

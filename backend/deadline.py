@@ -1,0 +1,133 @@
+"""Hard deadlines for database calls that a driver cannot bound by itself.
+
+psycopg2 blocks in libpq with no per-call timeout, and a server that accepts TCP
+and then never answers (a frozen host, a blackholing proxy) is not noticed by
+TCP keepalives either, because the kernel in between keeps acknowledging. So a
+single daemon thread per process watches the sockets of bounded calls; when one
+outlives its deadline it shuts the socket down. The blocked driver call then
+fails at once with a disconnect error, SQLAlchemy invalidates the connection,
+and the stuck connection never goes back to the pool.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+def socket_fileno(dbapi_connection: Any) -> int | None:
+    """The socket behind a psycopg2 or PyMySQL connection; None for SQLite or a closed one."""
+    fileno = getattr(dbapi_connection, "fileno", None)
+    if callable(fileno):  # psycopg2
+        try:
+            return fileno()
+        except Exception:
+            return None
+    sock = getattr(dbapi_connection, "_sock", None)  # PyMySQL
+    return sock.fileno() if sock is not None else None
+
+
+class Watchdog:
+    """One thread that shuts down the sockets of calls past their deadline."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._heap: list[tuple[float, int]] = []
+        self._watched: dict[int, int] = {}  # token -> fileno
+        self._expired: set[int] = set()
+        self._tokens = itertools.count()
+        self._pid: int | None = None
+        # A lock held by another thread at fork time would stay held in the child.
+        os.register_at_fork(after_in_child=self._forget_parent)
+
+    def _forget_parent(self) -> None:
+        self._lock = threading.Condition()
+        self._pid = None
+
+    def _ensure_thread(self) -> None:
+        if self._pid != os.getpid():  # first use, or first use after a fork
+            self._pid = os.getpid()
+            self._heap.clear()
+            self._watched.clear()
+            self._expired.clear()
+            threading.Thread(target=self._run, name="db-deadline-watchdog", daemon=True).start()
+
+    def watch(self, fileno: int, seconds: float) -> int:
+        with self._lock:
+            self._ensure_thread()
+            token = next(self._tokens)
+            self._watched[token] = fileno
+            heapq.heappush(self._heap, (time.monotonic() + seconds, token))
+            self._lock.notify()
+            return token
+
+    def release(self, token: int) -> bool:
+        """Stop watching; True if the deadline had already fired."""
+        with self._lock:
+            self._watched.pop(token, None)
+            if token in self._expired:
+                self._expired.discard(token)
+                return True
+            return False
+
+    def _run(self) -> None:
+        pid = os.getpid()
+        with self._lock:
+            while self._pid == pid:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][0] <= now or self._heap[0][1] not in self._watched):
+                    _, token = heapq.heappop(self._heap)
+                    fileno = self._watched.pop(token, None)
+                    if fileno is not None:
+                        self._expired.add(token)
+                        _shutdown(fileno)
+                timeout = self._heap[0][0] - now if self._heap else None
+                self._lock.wait(timeout)
+
+
+def _shutdown(fileno: int) -> None:
+    try:
+        sock = socket.socket(fileno=os.dup(fileno))
+    except OSError:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+WATCHDOG = Watchdog()
+
+
+class DeadlineExceeded(TimeoutError):
+    """A bounded database call did not finish in time; its connection was cut."""
+
+
+@contextmanager
+def deadline(dbapi_connection: Any, seconds: float) -> Iterator[None]:
+    """Cut ``dbapi_connection`` if the block is still running after ``seconds``.
+
+    Raises DeadlineExceeded (chained to the driver's error) when it fired.
+    """
+    fileno = socket_fileno(dbapi_connection)
+    if fileno is None:
+        yield
+        return
+    token = WATCHDOG.watch(fileno, seconds)
+    try:
+        yield
+    except Exception as error:
+        if WATCHDOG.release(token):
+            raise DeadlineExceeded(f"no answer within {seconds:g}s") from error
+        raise
+    else:
+        if WATCHDOG.release(token):
+            raise DeadlineExceeded(f"no answer within {seconds:g}s")

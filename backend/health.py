@@ -1,0 +1,228 @@
+"""The /api/database blueprint: health, info, status, the query console, reconnect and audit.
+
+Every route needs a token (``auth.protect``); views marked ``admin_only`` need
+the admin role.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from typing import Any
+
+from flask import Blueprint, current_app, request
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import audit, checks, console, metrics, pools
+from .auth import admin_only, is_admin, protect
+from .database import connection_facts, pool_facts
+from .deadline import DeadlineExceeded
+from .errors import ApiError, error_body, json_object_body
+from .extensions import db
+from .monitor import component_keys, iso_now, monitor
+
+bp = Blueprint("database", __name__, url_prefix="/api/database")
+protect(bp)
+log = logging.getLogger(__name__)
+
+HEALTH_JSON = "application/health+json"
+HEALTH_JSON_STATUS = {"healthy": "pass", "degraded": "warn", "unhealthy": "fail"}
+STARTED_AT = (time.time(), iso_now())
+
+
+def flag(name: str) -> bool:
+    raw = request.args.get(name)
+    if raw is None:
+        return False
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise ApiError(400, "invalid_parameter", f"{name} must be true, false, 1 or 0, got {raw!r}", "Invalid parameter")
+
+
+def present(snapshot: dict[str, Any], cached: bool, admin: bool) -> dict[str, Any]:
+    """The health data as a caller sees it: ``cached`` set, driver errors for admins only."""
+    components = {}
+    for name, component in snapshot["components"].items():
+        component = {**component, "cached": cached}
+        if not admin:
+            component.pop("error", None)
+        components[name] = component
+    data = {**snapshot, "cached": cached, "components": components}
+    if not admin:
+        data.pop("error", None)
+    return data
+
+
+def health_json(data: dict[str, Any]) -> dict[str, Any]:
+    """The same facts in the IETF health check response format (draft-inadarei-api-health-check)."""
+    checks_out: dict[str, list[dict[str, Any]]] = {}
+    for name, component in data["components"].items():
+        status = HEALTH_JSON_STATUS[component["status"]]
+        common = {"componentId": name, "componentType": "datastore", "status": status, "time": component["timestamp"]}
+        checks_out[f"{name}:responseTime"] = [
+            {**common, "observedValue": component["response_time_ms"], "observedUnit": "ms"}
+        ]
+        connections = component.get("connections")
+        if connections and connections.get("used") is not None:
+            checks_out[f"{name}:connections"] = [
+                {**common, "observedValue": connections["used"], "observedUnit": "connections"}
+            ]
+        utilization = (component.get("pool_status") or {}).get("utilization_percent")
+        if utilization is not None:
+            checks_out[f"{name}:poolUtilization"] = [{**common, "observedValue": utilization, "observedUnit": "percent"}]
+        if component.get("replication_lag_s") is not None:
+            checks_out[f"{name}:replicationLag"] = [
+                {**common, "observedValue": component["replication_lag_s"], "observedUnit": "s"}
+            ]
+    body = {
+        "status": HEALTH_JSON_STATUS[data["status"]],
+        "description": "database health",
+        "checks": checks_out,
+    }
+    if data["status"] != "healthy":
+        body["output"] = data["message"]
+    return body
+
+
+def health_response(data: dict[str, Any]):
+    status = 503 if data["status"] == "unhealthy" else 200
+    headers = {"Cache-Control": "no-store"}
+    if HEALTH_JSON in request.headers.get("Accept", ""):
+        return current_app.response_class(
+            current_app.json.dumps(health_json(data)), status=status, mimetype=HEALTH_JSON, headers=headers
+        )
+    if status == 503:
+        body = error_body("db_unavailable", data["message"], "Database unhealthy", data=data)
+    else:
+        body = {"success": True, "data": data}
+    return body, status, headers
+
+
+@bp.get("/health")
+def health():
+    force = flag("force")
+    snapshot, cached = monitor().health(force=force)
+    return health_response(present(snapshot, cached, is_admin()))
+
+
+@bp.get("/info")
+def info():
+    options = current_app.extensions["dbhealth"]["engine_options"]
+    keys = component_keys(current_app)
+    facts = {name: connection_facts(db.engines[key], options[key]) for name, key in keys.items()}
+    primary = facts.pop("primary")
+    return {"success": True, "data": {**primary, "binds": facts}}
+
+
+@bp.get("/status")
+def status():
+    snapshot, cached = monitor().health()
+    data = present(snapshot, cached, is_admin())
+    keys = component_keys(current_app)
+    timeout = current_app.config["DB_HEALTH_TIMEOUT"]
+    server: dict[str, Any] = {}
+    pool: dict[str, Any] = {}
+    for name, key in keys.items():
+        component = data["components"][name]
+        engine = db.engines[key]
+        pool[name] = {
+            **pool_facts(engine),
+            "pool_timeout": getattr(engine.pool, "_timeout", None),
+            "pool_recycle": engine.pool._recycle if engine.pool._recycle >= 0 else None,
+        }
+        facts = {
+            "version": component.get("version"),
+            "connections": component.get("connections"),
+            "read_only": component.get("read_only"),
+            "replica": component.get("replica"),
+            "replication_lag_s": component.get("replication_lag_s"),
+        }
+        if component["status"] != "unhealthy":
+            try:
+                facts.update(checks.server_facts(key, timeout))
+            except (SQLAlchemyError, DeadlineExceeded) as error:
+                log.warning("server facts of %s unavailable: %s", name, type(error).__name__)
+                facts["error"] = "server facts unavailable"
+        server[name] = facts
+    started, started_iso = STARTED_AT
+    return {
+        "success": True,
+        "data": {
+            "health": data,
+            "pool": pool,
+            "server": server,
+            "migrations": monitor().migration_state(),
+            "monitor": monitor().report(),
+            "process": {
+                "pid": os.getpid(),
+                "started_at": started_iso,
+                "uptime_seconds": round(time.time() - started),
+                "python": platform.python_version(),
+                "pool_generation": current_app.extensions["dbhealth"]["generation"],
+            },
+        },
+    }, 200, {"Cache-Control": "no-store"}
+
+
+@bp.post("/test")
+@admin_only
+def test_query():
+    body = json_object_body(optional=True)
+    detail: dict[str, Any] = {"query": body.get("query", console.DEFAULT_QUERY)}
+    if isinstance(body.get("params"), dict):
+        detail["params"] = sorted(map(str, body["params"]))
+    try:
+        query, params, max_rows = console.parse_request(body)
+        result = console.run_query(query, params, max_rows)
+    except ApiError as error:
+        detail["code"] = error.code
+        _audit_query("rejected" if error.status == 400 and error.code == "query_rejected" else error.code, detail)
+        raise
+    except SQLAlchemyError:
+        detail["code"] = "db_unavailable"
+        _audit_query("db_unavailable", detail)
+        raise
+    detail.update(row_count=result["row_count"], elapsed_ms=result["elapsed_ms"], truncated=result["truncated"])
+    _audit_query("ok", detail)
+    return {"success": True, "data": result}
+
+
+def _audit_query(outcome: str, detail: dict[str, Any]) -> None:
+    query = detail["query"] if isinstance(detail["query"], str) else repr(detail["query"])
+    detail["query"] = query[: console.MAX_QUERY_LENGTH]
+    try:
+        audit.record("test", outcome, target=query[:255], detail=detail)
+    except SQLAlchemyError:
+        log.error("audit event lost: action=test outcome=%s detail=%s", outcome, detail)
+        if outcome == "ok":
+            raise
+
+
+@bp.post("/reconnect")
+@admin_only
+def reconnect():
+    app = current_app._get_current_object()
+    generation = pools.bump_generation(app)
+    disposed = pools.dispose_pools(app)
+    metrics.RECONNECTS.inc()
+    snapshot, _ = monitor().health(force=True)
+    data = {"generation": generation, "disposed_connections": disposed, "health": present(snapshot, False, True)}
+    detail = {"generation": generation, "disposed_connections": disposed, "status": snapshot["status"]}
+    if snapshot["status"] == "unhealthy":
+        log.warning("audit event not stored, database down: action=reconnect detail=%s", detail)
+        return error_body("db_unavailable", snapshot["message"], "Database still unavailable", data=data), 503
+    audit.record("reconnect", "ok", detail=detail)
+    return {"success": True, "data": data}
+
+
+@bp.get("/audit")
+@admin_only
+def audit_log():
+    raw_limit = request.args.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+        raise ApiError(400, "invalid_parameter", "limit must be an integer from 1 to 1000", "Invalid parameter")
+    action = request.args.get("action") or None
+    return {"success": True, "data": {"events": audit.recent(int(raw_limit), action)}}

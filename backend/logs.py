@@ -1,0 +1,133 @@
+"""Request ids, log formatting (text or one JSON object per line) and the per-request log line."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+
+from flask import Flask, g, has_request_context, request
+
+from . import metrics
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Probed every few seconds by machines: logged at DEBUG, not INFO.
+QUIET_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+REQUEST_FIELDS = ("method", "route", "path", "status", "duration_ms", "remote_addr", "identity")
+log = logging.getLogger("backend.request")
+
+
+def current_request_id() -> str | None:
+    """The request's id: the caller's X-Request-ID when it is a short safe token, else a new one."""
+    if not has_request_context():
+        return None
+    request_id = g.get("request_id")
+    if request_id is None:
+        given = request.headers.get("X-Request-ID", "")
+        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        g.request_id = request_id
+    return request_id
+
+
+def utc_timestamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamp every record with the request id of the request that logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = current_request_id()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request_id and request fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "time": utc_timestamp(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None),
+        }
+        for field in REQUEST_FIELDS:
+            if hasattr(record, field):
+                payload[field] = getattr(record, field)
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return json.dumps(payload, default=str)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+
+def make_handler(log_format: str, stream=None) -> logging.Handler:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    handler._dbhealth = True  # type: ignore[attr-defined]
+    return handler
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    """Logs to stderr and the access log (one line per request) to stdout, in the chosen format.
+
+    Handlers installed by an earlier app in the same process are replaced.
+    """
+    root = logging.getLogger()
+    for logger in (root, log):
+        for handler in [h for h in logger.handlers if getattr(h, "_dbhealth", False)]:
+            logger.removeHandler(handler)
+    root.addHandler(make_handler(log_format))
+    root.setLevel(level)
+    log.addHandler(make_handler(log_format, sys.stdout))
+    log.propagate = False
+    # Werkzeug's own access lines would repeat ours in a different format.
+    logging.getLogger("werkzeug").setLevel(max(logging.getLevelName(level), logging.WARNING))
+
+
+def _start_timer() -> None:
+    g.request_started = time.perf_counter()
+    current_request_id()
+
+
+def _finish_request(response):
+    response.headers["X-Request-ID"] = current_request_id()
+    started = g.get("request_started")
+    if started is None:
+        return response
+    elapsed = time.perf_counter() - started
+    route = request.url_rule.rule if request.url_rule else "<unmatched>"
+    metrics.record_request(request.method, route, response.status_code, elapsed)
+    level = logging.DEBUG if request.path in QUIET_PATHS else logging.INFO
+    if log.isEnabledFor(level):
+        log.log(
+            level,
+            "%s %s %s %.1fms",
+            request.method,
+            request.path,
+            response.status_code,
+            elapsed * 1000,
+            extra={
+                "method": request.method,
+                "route": route,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round(elapsed * 1000, 2),
+                "remote_addr": request.remote_addr,
+                "identity": g.get("identity"),
+            },
+        )
+    return response
+
+
+def init_app(app: Flask) -> None:
+    configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
+    app.before_request(_start_timer)
+    app.after_request(_finish_request)

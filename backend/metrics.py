@@ -1,0 +1,86 @@
+"""Prometheus metrics, correct under several gunicorn workers.
+
+Under gunicorn, ``gunicorn.conf.py`` sets PROMETHEUS_MULTIPROC_DIR before any
+worker imports prometheus_client, so every worker writes its samples to files
+that ``/metrics`` aggregates; under ``flask run`` the default registry is used.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import (  # noqa: F401 - CONTENT_TYPE_LATEST is used by probes
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+PROBE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+PROBE_DURATION = Histogram(
+    "dbhealth_probe_duration_seconds", "Time one database probe took.", ["component"], buckets=PROBE_BUCKETS
+)
+PROBE_RESULTS = Counter(
+    "dbhealth_probe_results_total", "Database probes by outcome.", ["component", "status"]
+)
+COMPONENT_STATUS = Gauge(
+    "dbhealth_component_status",
+    "1 for the component's current status as last probed by a worker.",
+    ["component", "status"],
+    multiprocess_mode="livemax",
+)
+POOL_SIZE = Gauge("dbhealth_pool_size", "Configured pool size, summed over workers.", ["component"], multiprocess_mode="livesum")
+POOL_CHECKED_OUT = Gauge(
+    "dbhealth_pool_checked_out", "Connections in use, summed over workers.", ["component"], multiprocess_mode="livesum"
+)
+POOL_OVERFLOW = Gauge(
+    "dbhealth_pool_overflow", "Overflow connections open, summed over workers.", ["component"], multiprocess_mode="livesum"
+)
+POOL_UTILIZATION = Gauge(
+    "dbhealth_pool_utilization_ratio",
+    "Checked-out share of pool capacity, highest over workers.",
+    ["component"],
+    multiprocess_mode="livemax",
+)
+RETRIES = Counter("dbhealth_db_retries_total", "Transient database failures by what followed.", ["outcome"])
+RECONNECTS = Counter("dbhealth_reconnects_total", "Pool disposals asked for through /reconnect.")
+HTTP_REQUESTS = Counter(
+    "dbhealth_http_requests_total", "HTTP requests by route template and status.", ["method", "route", "status"]
+)
+HTTP_DURATION = Histogram(
+    "dbhealth_http_request_duration_seconds", "HTTP request duration by route template.", ["method", "route"]
+)
+STATUSES = ("healthy", "degraded", "unhealthy")
+
+
+def record_probe(component: str, status: str, seconds: float, pool: dict[str, Any] | None) -> None:
+    """Record one probe's outcome and the component's pool numbers."""
+    PROBE_DURATION.labels(component).observe(seconds)
+    PROBE_RESULTS.labels(component, status).inc()
+    for name in STATUSES:
+        COMPONENT_STATUS.labels(component, name).set(1 if name == status else 0)
+    if pool and pool.get("pool_size") is not None:
+        POOL_SIZE.labels(component).set(pool["pool_size"])
+        POOL_CHECKED_OUT.labels(component).set(pool["checked_out"])
+        POOL_OVERFLOW.labels(component).set(pool["overflow"])
+        if pool.get("utilization_percent") is not None:
+            POOL_UTILIZATION.labels(component).set(pool["utilization_percent"] / 100)
+
+
+def record_request(method: str, route: str, status: int, seconds: float) -> None:
+    HTTP_REQUESTS.labels(method, route, str(status)).inc()
+    HTTP_DURATION.labels(method, route).observe(seconds)
+
+
+def exposition() -> bytes:
+    """The text format, summed over every live worker when running multiprocess."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)

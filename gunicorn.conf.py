@@ -1,0 +1,58 @@
+"""Production defaults for `gunicorn wsgi:app`; each can be overridden on the command line.
+
+The app writes its own access log (one line per request, with route, identity
+and request id) to stdout, so gunicorn's access log is off; gunicorn's error log
+goes to stderr, as JSON when LOG_FORMAT=json.
+"""
+import multiprocessing
+import os
+import shutil
+import tempfile
+
+wsgi_app = "wsgi:app"
+bind = os.environ.get("BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
+worker_class = "sync"
+timeout = 30  # a worker stuck longer than this is replaced
+graceful_timeout = 30
+keepalive = 5
+max_requests = 10000  # recycle workers now and then, spread out by the jitter
+max_requests_jitter = 1000
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+if os.environ.get("LOG_FORMAT", "text").lower() == "json":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "backend.logs.JsonFormatter"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "loggers": {
+            "gunicorn.error": {"handlers": ["stderr"], "level": loglevel.upper(), "propagate": False},
+        },
+    }
+
+# Prometheus multiprocess mode: every worker writes its samples to files in this
+# folder and /metrics adds them up. It must be set before a worker imports the app.
+_own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"dbhealth-metrics-{os.getpid()}"))
+
+
+def on_starting(server):
+    """Start every run with an empty metrics folder."""
+    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder, exist_ok=True)
+
+
+def child_exit(server, worker):
+    """Drop the live gauges of a worker that exited."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

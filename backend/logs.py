@@ -13,7 +13,7 @@ from flask import Flask, g, has_request_context, request
 
 from . import metrics
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Probed every few seconds by machines: logged at DEBUG, not INFO.
 QUIET_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
 REQUEST_FIELDS = ("method", "route", "path", "status", "duration_ms", "remote_addr", "identity")
@@ -27,7 +27,7 @@ def current_request_id() -> str | None:
     request_id = g.get("request_id")
     if request_id is None:
         given = request.headers.get("X-Request-ID", "")
-        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         g.request_id = request_id
     return request_id
 

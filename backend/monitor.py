@@ -66,6 +66,7 @@ class HealthMonitor:
         self.migrations_at = -MIGRATIONS_RECHECK_S
         self.head: str | None = None
         self.thread_pid: int | None = None
+        self.stopped = threading.Event()
 
     # -- the cache and single flight ------------------------------------------------
 
@@ -296,10 +297,12 @@ class HealthMonitor:
             self.thread_pid = os.getpid()
         threading.Thread(target=self._loop, name="db-health-monitor", daemon=True).start()
 
+    def stop(self) -> None:
+        self.stopped.set()
+
     def _loop(self) -> None:
         interval = self.app.config["DB_HEALTH_CHECK_INTERVAL"]
-        while True:
-            time.sleep(pools.GENERATION_POLL_S)
+        while not self.stopped.wait(pools.GENERATION_POLL_S):
             try:
                 with self.app.app_context():
                     pools.apply_pending_reconnect(self.app)

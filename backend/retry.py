@@ -93,7 +93,7 @@ def with_db_retry(
     """Retry the decorated function on transient database errors.
 
     Defaults come from DB_RETRY_ATTEMPTS and DB_RETRY_BASE_DELAY at call time.
-    Waits ``base_delay``, then 2x, 4x..., each with up to ``base_delay`` of jitter,
+    Waits ``base_delay``, then 2x, 4x... (at most 30 s), each plus up to half ``base_delay`` of jitter,
     rolling the session back before each sleep. When the retries run out, the
     original error is re-raised carrying ``retry_count`` and ``last_attempt``,
     which the error handler turns into 503 ``db_unavailable``.
@@ -109,7 +109,7 @@ def with_db_retry(
             delay = config.get("DB_RETRY_BASE_DELAY", 1.0) if base_delay is None else base_delay
             retrying = Retrying(
                 stop=stop_after_attempt(retries + 1),
-                wait=wait_exponential_jitter(initial=delay, exp_base=2, jitter=delay),
+                wait=wait_exponential_jitter(multiplier=delay, exp_base=2, jitter=delay / 2, max=30),
                 retry=retry_if_exception(is_transient),
                 before_sleep=_rollback_and_log,
                 sleep=sleep or time.sleep,

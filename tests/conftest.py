@@ -1,0 +1,149 @@
+"""Fixtures in the Flask tutorial's style: app, client, runner, and tokens by role.
+
+Database tests run on SQLite, PostgreSQL and MariaDB through the parametrized
+``database_url`` fixture. Each server test gets a database of its own, created
+on the shared server and dropped afterwards. A server that cannot be reached is
+skipped with a reason naming it, except under CI=true, where it is a failure.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from flask_migrate import upgrade
+
+from backend import create_app, pools
+from backend.auth import issue_token
+from backend.config import BIND_PREFIX, SETTINGS
+from backend.database import mask_url
+from backend.extensions import db
+
+SERVERS = {
+    "postgresql": os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    "mariadb": os.environ.get("TEST_MARIADB_URL", "mariadb://root@127.0.0.1:3306/test"),
+}
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    """Tests see only the settings they pass, never the developer's shell."""
+    for name in list(os.environ):
+        if name in SETTINGS or name.startswith(BIND_PREFIX) or name in ("INSTANCE_PATH", "PROMETHEUS_MULTIPROC_DIR"):
+            monkeypatch.delenv(name)
+
+
+def admin_engine(kind: str) -> sa.Engine:
+    """An engine on the shared server, or skip (fail under CI) naming the server."""
+    url = SERVERS[kind]
+    engine = sa.create_engine(
+        url.replace("postgresql://", "postgresql+psycopg2://").replace("mariadb://", "mariadb+pymysql://"),
+        isolation_level="AUTOCOMMIT",
+        poolclass=sa.pool.NullPool,
+        connect_args={"connect_timeout": 3},
+    )
+    try:
+        engine.connect().close()
+    except sa.exc.OperationalError as error:
+        reason = f"{kind} is not reachable at {mask_url(url)}: {str(error.orig).strip().splitlines()[0]}"
+        if IN_CI:
+            pytest.fail(f"{reason} (CI=true requires every database)")
+        pytest.skip(reason)
+    return engine
+
+
+def create_database(kind: str) -> tuple[str, callable]:
+    """A fresh, uniquely named database on a shared server; returns (url, drop)."""
+    engine = admin_engine(kind)
+    name = f"dbhealth_{uuid.uuid4().hex[:12]}"
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    url = sa.make_url(SERVERS[kind]).set(database=name).render_as_string(hide_password=False)
+
+    def drop() -> None:
+        with engine.connect() as connection:
+            if kind == "postgresql":
+                connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            else:
+                connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+        engine.dispose()
+
+    return url, drop
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/app.db"
+        return
+    url, drop = create_database(request.param)
+    yield url
+    drop()
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    """Build apps with settings of the test's own; engines are closed afterwards."""
+    apps = []
+
+    def make(migrate: bool = True, **settings):
+        config = {
+            "APP_ENV": "testing",
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            "DATABASE_URL": f"sqlite:///{tmp_path}/app.db",
+            "DB_HEALTH_CHECK_INTERVAL": 0,
+            "DB_RETRY_BASE_DELAY": 0,
+            "TESTING": True,
+            **settings,
+        }
+        app = create_app(config)
+        apps.append(app)
+        if migrate:
+            with app.app_context():
+                upgrade()
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["dbhealth"]["monitor"].stop()
+        with app.app_context():
+            db.session.remove()
+            pools.dispose_pools(app)
+
+
+@pytest.fixture
+def app(make_app, database_url):
+    return make_app(DATABASE_URL=database_url)
+
+
+@pytest.fixture
+def sqlite_app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def bearer(app, role: str = "viewer", identity: str | None = None, expires_in: int | None = None) -> dict[str, str]:
+    with app.app_context():
+        token, _ = issue_token(identity or f"test-{role}", role, expires_in)
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def viewer(app):
+    return bearer(app, "viewer")
+
+
+@pytest.fixture
+def admin(app):
+    return bearer(app, "admin")

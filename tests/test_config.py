@@ -1,0 +1,163 @@
+"""Settings: parsed once, refused with one line naming the variable."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backend import create_app
+from backend.config import ConfigError, load_settings
+from backend.database import mask_url, parse_url
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults():
+    settings = load_settings({})
+    assert settings["APP_ENV"] == "development"
+    assert settings["DB_POOL_SIZE"] == 10
+    assert settings["DB_MAX_OVERFLOW"] == 20
+    assert settings["DB_HEALTH_TIMEOUT"] == 2.0
+    assert settings["DB_RETRY_ATTEMPTS"] == 3
+    assert settings["LOG_FORMAT"] == "text"
+    assert len(settings["JWT_SECRET_KEY"]) >= 32
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("DB_POOL_SIZE", "abc", "DB_POOL_SIZE must be a positive integer, got 'abc'"),
+        ("DB_POOL_SIZE", "0", "DB_POOL_SIZE must be a positive integer, got '0'"),
+        ("DB_MAX_OVERFLOW", "-1", "DB_MAX_OVERFLOW must be a non-negative integer, got '-1'"),
+        ("DB_CONNECT_TIMEOUT", "-5", "DB_CONNECT_TIMEOUT must be a positive number of seconds, got '-5'"),
+        ("DB_HEALTH_TIMEOUT", "nan", "DB_HEALTH_TIMEOUT must be a positive number of seconds, got 'nan'"),
+        ("DB_HEALTH_CACHE_TTL", "-1", "DB_HEALTH_CACHE_TTL must be a non-negative number of seconds, got '-1'"),
+        ("DB_ECHO", "maybe", "DB_ECHO must be true or false, got 'maybe'"),
+        ("APP_ENV", "staging", "APP_ENV must be one of development, testing, production, got 'staging'"),
+        ("LOG_FORMAT", "xml", "LOG_FORMAT must be one of text, json, got 'xml'"),
+        ("JWT_SECRET_KEY", "short", "JWT_SECRET_KEY must be at least 32 characters, got 5"),
+    ],
+)
+def test_bad_values_name_the_variable(name, value, message):
+    with pytest.raises(ConfigError) as info:
+        load_settings({name: value})
+    assert str(info.value) == message
+
+
+def test_production_requires_database_url_and_secret():
+    with pytest.raises(ConfigError, match="DATABASE_URL is required when APP_ENV=production"):
+        load_settings({"APP_ENV": "production", "JWT_SECRET_KEY": "x" * 32})
+    with pytest.raises(ConfigError, match="JWT_SECRET_KEY is required"):
+        load_settings({"APP_ENV": "production", "DATABASE_URL": "postgresql://u@h/db"})
+    settings = load_settings({"APP_ENV": "production", "DATABASE_URL": "postgresql://u@h/db", "JWT_SECRET_KEY": "k" * 32})
+    assert settings["JWT_SECRET_KEY"] == "k" * 32
+
+
+@pytest.mark.parametrize(
+    "raw, drivername",
+    [
+        ("postgresql://u:p@h/db", "postgresql+psycopg2"),
+        ("postgres://u:p@h/db", "postgresql+psycopg2"),
+        ("mysql://u:p@h/db", "mysql+pymysql"),
+        ("mariadb://u:p@h/db", "mariadb+pymysql"),
+        ("postgresql+psycopg2://u:p@h/db", "postgresql+psycopg2"),
+        ("mysql+pymysql://u:p@h/db", "mysql+pymysql"),
+    ],
+)
+def test_schemes_pick_our_drivers(raw, drivername):
+    assert parse_url(raw, "DATABASE_URL").drivername == drivername
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ("not a url", "DATABASE_URL is not a valid database URL"),
+        ("oracle://u:p@h/db", "DATABASE_URL uses unsupported database 'oracle'"),
+        ("postgresql:///db", "DATABASE_URL has no host"),
+        ("mysql+mysqldb://u:p@h/db", "DATABASE_URL needs the mysqldb driver, which is not installed: pip install mysqlclient"),
+    ],
+)
+def test_bad_urls(raw, message):
+    with pytest.raises(ConfigError) as info:
+        parse_url(raw, "DATABASE_URL")
+    assert str(info.value).startswith(message)
+    assert "p@" not in str(info.value)
+
+
+def test_mask_url_hides_the_password():
+    assert mask_url("postgresql://app_user:s3cret@db.internal:5432/app") == "postgresql://app_user:***@db.internal:5432/app"
+    assert mask_url("garbage://user:s3cret@host/x y z") == "garbage://user:***@host/x y z"
+    assert "s3cret" not in mask_url("::://user:s3cret@host")
+
+
+def test_relative_sqlite_paths_are_relative_to_the_project():
+    url = parse_url("sqlite:///instance/app.db", "DATABASE_URL")
+    assert url.database == str(ROOT / "instance" / "app.db")
+
+
+def test_create_app_exits_3_with_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        create_app({"DB_POOL_SIZE": "abc"})
+    assert info.value.code == 3
+    assert capsys.readouterr().err == "error: DB_POOL_SIZE must be a positive integer, got 'abc'\n"
+
+
+def test_unwritable_instance_folder_is_refused(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as info:
+        create_app({"INSTANCE_PATH": str(blocker / "instance")})
+    assert info.value.code == 3
+    assert str(blocker / "instance") in capsys.readouterr().err
+
+
+def test_bind_urls_are_validated(capsys):
+    with pytest.raises(SystemExit):
+        create_app({"APP_ENV": "testing", "DB_BIND_REPLICA": "nonsense"})
+    assert "DB_BIND_REPLICA is not a valid database URL" in capsys.readouterr().err
+
+
+def run_flask(*args, env=None, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", *args],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(
+    "env, line",
+    [
+        ({"DB_POOL_SIZE": "abc"}, "error: DB_POOL_SIZE must be a positive integer, got 'abc'"),
+        ({"DATABASE_URL": "oracle://u:pw@h/db"}, "error: DATABASE_URL uses unsupported database 'oracle'"),
+        ({"APP_ENV": "production", "JWT_SECRET_KEY": "k" * 40}, "error: DATABASE_URL is required when APP_ENV=production"),
+    ],
+)
+def test_the_command_line_refuses_with_one_line_and_no_traceback(tmp_path, env, line):
+    result = run_flask("dbhealth", "check", env={"INSTANCE_PATH": str(tmp_path), **env})
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(line)
+    assert "Traceback" not in result.stderr
+    assert "pw" not in result.stderr
+
+
+def test_real_environment_wins_over_development_env(tmp_path):
+    env = {"INSTANCE_PATH": str(tmp_path), "DB_POOL_SIZE": "abc"}
+    result = run_flask("--env-file", "development.env", "dbhealth", "check", env=env)
+    assert result.returncode == 3
+    assert "DB_POOL_SIZE" in result.stderr
+
+
+def test_development_env_documents_every_variable():
+    text = (ROOT / "development.env").read_text()
+    from backend.config import SETTINGS
+
+    for name in SETTINGS:
+        assert f"{name}=" in text, name

@@ -1,0 +1,221 @@
+"""Real faults for tests: a TCP proxy that can blackhole or reset, a private PostgreSQL
+cluster the tests may stop and restart, and a gunicorn server run as a subprocess.
+
+Nothing here touches the shared servers' processes: the cluster and the
+server are started by the test, and stopped by the pid the test started.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Proxy:
+    """A TCP proxy with modes: ``pass``, ``blackhole`` (accept, never answer, stop
+    forwarding on open connections) and ``reset`` (refuse and reset connections);
+    ``delay`` adds latency to every chunk forwarded."""
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1"):
+        self.target = (target_host, target_port)
+        self.mode = "pass"
+        self.delay = 0.0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.connections: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def set_mode(self, mode: str) -> None:
+        assert mode in ("pass", "blackhole", "reset")
+        self.mode = mode
+        if mode == "reset":
+            with self.lock:
+                for sock in self.connections:
+                    _reset(sock)
+                self.connections.clear()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if self.mode == "reset":
+                _reset(client)
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                _reset(client)
+                continue
+            upstream.settimeout(None)
+            with self.lock:
+                self.connections += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if self.delay:
+                    time.sleep(self.delay)
+                while self.mode == "blackhole" and not self.closed:
+                    time.sleep(0.05)  # hold it: the peer sees silence, not an error
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.closed = True
+        self.server.close()
+        with self.lock:
+            for sock in self.connections:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+
+def _reset(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    except OSError:
+        pass
+
+
+def postgres_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not found:
+        pytest.skip(f"{name} not found under /usr/lib/postgresql/*/bin")
+    return found[-1]
+
+
+class PrivateCluster:
+    """A PostgreSQL cluster of the test's own, in a temporary folder on a free port."""
+
+    def __init__(self) -> None:
+        self.folder = tempfile.mkdtemp(prefix="dbhealth-pg-")
+        self.data = os.path.join(self.folder, "data")
+        self.port = free_port()
+        self.user = "postgres" if os.geteuid() == 0 else None
+        if self.user:
+            os.chown(self.folder, pwd.getpwnam(self.user).pw_uid, pwd.getpwnam(self.user).pw_gid)
+        self._run(postgres_bin("initdb"), "-D", self.data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
+        with open(os.path.join(self.data, "postgresql.auto.conf"), "a") as conf:
+            conf.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.folder}'\n")
+            conf.write("fsync = off\nshared_buffers = 16MB\nmax_connections = 50\n")
+        self.start()
+
+    def _run(self, *command: str) -> None:
+        if self.user:
+            command = ("runuser", "-u", self.user, "--", *command)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"{command} failed: {result.stdout}{result.stderr}")
+
+    def pg_ctl(self, *args: str) -> None:
+        self._run(postgres_bin("pg_ctl"), "-D", self.data, "-l", os.path.join(self.folder, "log"), "-w", *args)
+
+    def start(self) -> None:
+        self.pg_ctl("start")
+
+    def stop(self) -> None:
+        self.pg_ctl("stop", "-m", "fast")
+
+    def restart(self) -> None:
+        self.pg_ctl("restart", "-m", "fast")
+
+    def url(self, port: int | None = None, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{port or self.port}/{database}"
+
+    def close(self) -> None:
+        try:
+            self.pg_ctl("stop", "-m", "immediate")
+        except RuntimeError:
+            pass
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class Gunicorn:
+    """`gunicorn wsgi:app` with our gunicorn.conf.py, as an operator would run it."""
+
+    def __init__(self, env: dict[str, str], workers: int = 2, extra: tuple[str, ...] = ()):
+        self.port = free_port()
+        self.log_path = tempfile.mktemp(prefix="dbhealth-gunicorn-", suffix=".log")
+        self.out_path = self.log_path + ".out"
+        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}",
+                   "--workers", str(workers), *extra]
+        full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LOG_LEVEL": "INFO", **env}
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=full_env, stdout=open(self.out_path, "w"), stderr=open(self.log_path, "w"),
+            start_new_session=True,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if self.get("/livez")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn did not start:\n{self.logs()}")
+            time.sleep(0.1)
+
+    def get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET", timeout: float = 30):
+        request = urllib.request.Request(self.url + path, headers=headers or {}, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read(), dict(response.headers)
+        except urllib.error.HTTPError as error:
+            return error.code, error.read(), dict(error.headers)
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.process.pid)], capture_output=True, text=True)
+        return [int(pid) for pid in out.stdout.split()]
+
+    def logs(self) -> str:
+        return Path(self.log_path).read_text() + Path(self.out_path).read_text()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

@@ -1,0 +1,265 @@
+"""The health administration API, on SQLite, PostgreSQL and MariaDB."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from flask_migrate import downgrade
+
+from tests.conftest import bearer, create_database
+from tests.faults import ROOT, Proxy, free_port
+
+HEALTH_FIELDS = {
+    "status", "database_type", "version", "timestamp", "response_time_ms", "cached", "pool_status", "message", "components",
+}
+POOL_FIELDS = {"pool_size", "checked_in", "checked_out", "overflow"}
+VERSION_PREFIX = {"sqlite": "SQLite ", "postgresql": "PostgreSQL ", "mariadb": "MariaDB "}
+
+
+def kind_of(url: str) -> str:
+    return url.split(":")[0]
+
+
+def test_health_fields_and_cache(app, client, viewer, database_url):
+    kind = kind_of(database_url)
+    first = client.get("/api/database/health", headers=viewer)
+    assert first.status_code == 200
+    assert first.headers["Cache-Control"] == "no-store"
+    data = first.json["data"]
+    assert first.json["success"] is True
+    assert HEALTH_FIELDS <= set(data)
+    assert data["status"] == "healthy", data
+    assert data["database_type"] == kind
+    assert data["version"].startswith(VERSION_PREFIX[kind])
+    assert data["timestamp"].endswith("Z")
+    assert data["response_time_ms"] > 0
+    assert data["cached"] is False
+    assert POOL_FIELDS <= set(data["pool_status"])
+    assert data["message"].endswith("connection healthy")
+    assert set(data["components"]) == {"primary"}
+    assert data["components"]["primary"]["status"] == "healthy"
+    if kind != "sqlite":
+        assert data["pool_status"]["pool_size"] == 10
+        assert data["pool_status"]["overflow"] >= 0
+        assert 0 < data["connections"]["used"] <= data["connections"]["max"]
+    else:
+        assert data["journal_mode"] == "wal"
+
+    second = client.get("/api/database/health", headers=viewer).json["data"]
+    assert second["cached"] is True and second["components"]["primary"]["cached"] is True
+    assert second["timestamp"] == data["timestamp"]
+    forced = client.get("/api/database/health?force=true", headers=viewer).json["data"]
+    assert forced["cached"] is False
+
+
+def test_force_parameter_is_validated(sqlite_app):
+    client = sqlite_app.test_client()
+    headers = bearer(sqlite_app)
+    for value in ("true", "false", "1", "0", "TRUE"):
+        assert client.get(f"/api/database/health?force={value}", headers=headers).status_code == 200
+    response = client.get("/api/database/health?force=yes", headers=headers)
+    assert response.status_code == 400 and response.json["code"] == "invalid_parameter"
+    assert client.get("/api/database/health?unknown=1", headers=headers).status_code == 200
+
+
+def test_info_never_shows_the_password(make_app):
+    url, drop = create_database("postgresql")
+    try:
+        with_password = url.replace("postgres@", "postgres:hunter2secret@")  # trust auth ignores it
+        app = make_app(DATABASE_URL=with_password, DB_POOL_SIZE=7)
+        client = app.test_client()
+        response = client.get("/api/database/info", headers=bearer(app))
+        data = response.json["data"]
+        assert data["database_type"] == "postgresql" and data["driver"] == "psycopg2"
+        assert data["host"] == "127.0.0.1" and data["port"] == 5432 and data["user"] == "postgres"
+        assert data["url"].startswith("postgresql+psycopg2://postgres:***@127.0.0.1")
+        assert data["pool_size"] == 7 and data["max_overflow"] == 20 and data["pool_timeout"] == 20 and data["pool_recycle"] == 3600
+        for path in ("/api/database/info", "/api/database/status", "/api/database/health"):
+            assert "hunter2secret" not in client.get(path, headers=bearer(app, "admin")).get_data(as_text=True)
+    finally:
+        drop()
+
+
+def test_status_page(client, viewer, database_url):
+    response = client.get("/api/database/status", headers=viewer)
+    assert response.status_code == 200
+    data = response.json["data"]
+    assert data["health"]["status"] == "healthy"
+    assert POOL_FIELDS <= set(data["pool"]["primary"])
+    server = data["server"]["primary"]
+    assert server["version"] and "database_size_bytes" in server and server["database_size_bytes"] > 0
+    if kind_of(database_url) != "sqlite":
+        assert server["uptime_seconds"] > 0
+        assert server["connections"]["max"] > 0
+        assert server["replica"] is False
+    assert data["migrations"]["up_to_date"] is True
+    assert data["migrations"]["current"] == data["migrations"]["head"]
+    monitor = data["monitor"]
+    assert monitor["checks_total"] >= 1 and monitor["failures_total"] == 0
+    assert monitor["latency_ms"]["p50"] > 0 and monitor["latency_ms"]["max"] >= monitor["latency_ms"]["p95"]
+    assert monitor["transitions"][0]["to"] == "healthy"
+    assert data["process"]["pid"] > 0 and data["process"]["started_at"].endswith("Z")
+
+
+def test_a_bind_down_degrades_while_the_primary_is_healthy(make_app):
+    primary, drop_primary = create_database("postgresql")
+    replica, drop_replica = create_database("postgresql")
+    try:
+        app = make_app(DATABASE_URL=primary, DB_BIND_REPLICA=replica)
+        client = app.test_client()
+        data = client.get("/api/database/health", headers=bearer(app)).json["data"]
+        assert data["status"] == "healthy"
+        assert set(data["components"]) == {"primary", "replica"}
+        assert data["components"]["replica"]["status"] == "healthy"
+        info = client.get("/api/database/info", headers=bearer(app)).json["data"]
+        assert info["binds"]["replica"]["database"] == replica.rsplit("/", 1)[1]
+
+        closed = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+        app = make_app(migrate=False, DATABASE_URL=primary, DB_BIND_REPLICA=closed)
+        response = app.test_client().get("/api/database/health", headers=bearer(app))
+        assert response.status_code == 200
+        data = response.json["data"]
+        assert data["status"] == "degraded"
+        assert data["components"]["primary"]["status"] == "healthy"
+        assert data["components"]["replica"]["status"] == "unhealthy"
+        assert "replica" in data["message"]
+    finally:
+        drop_primary()
+        drop_replica()
+
+
+def test_primary_down_is_503_and_not_ready(make_app):
+    app = make_app(migrate=False, DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/x")
+    client = app.test_client()
+    response = client.get("/api/database/health", headers=bearer(app, "viewer"))
+    assert response.status_code == 503
+    body = response.json
+    assert body["success"] is False and body["code"] == "db_unavailable"
+    assert body["data"]["status"] == "unhealthy"
+    assert "error" not in body["data"]["components"]["primary"]
+    assert "127.0.0.1" not in response.get_data(as_text=True)
+    admin_view = client.get("/api/database/health", headers=bearer(app, "admin")).json
+    assert "refused" in admin_view["data"]["components"]["primary"]["error"].lower()
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and set(ready.json) == {"success", "code", "error", "message", "request_id"}
+
+
+def test_readyz_is_200_without_details(sqlite_app):
+    response = sqlite_app.test_client().get("/readyz")
+    assert response.status_code == 200
+    assert response.json == {"success": True, "data": {"status": "ready"}}
+
+
+def test_pending_migrations_degrade(make_app, database_url):
+    app = make_app(DATABASE_URL=database_url)
+    with app.app_context():
+        downgrade(revision="base")
+    fresh = make_app(migrate=False, DATABASE_URL=database_url)
+    response = fresh.test_client().get("/api/database/health", headers=bearer(fresh))
+    assert response.status_code == 200
+    data = response.json["data"]
+    assert data["status"] == "degraded"
+    assert "migrations pending" in data["message"]
+
+
+def test_concurrent_requests_share_one_probe(make_app):
+    url, drop = create_database("postgresql")
+    proxy = Proxy(5432)
+    try:
+        app = make_app(DATABASE_URL=url.replace(":5432/", f":{proxy.port}/"), DB_HEALTH_CACHE_TTL=60)
+        headers = bearer(app)
+        monitor = app.extensions["dbhealth"]["monitor"]
+        client = app.test_client()
+        client.get("/api/database/health", headers=headers)
+        before = monitor.checks_total
+        proxy.delay = 0.2  # every probe now takes a while, so the requests overlap
+        answers = []
+        barrier = threading.Barrier(20)
+
+        def ask():
+            barrier.wait()
+            answers.append(app.test_client().get("/api/database/health?force=true", headers=headers).status_code)
+
+        threads = [threading.Thread(target=ask) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert answers == [200] * 20
+        assert monitor.checks_total - before <= 2  # one probe, or two if a request arrived as the first ended
+    finally:
+        proxy.close()
+        drop()
+
+
+def test_health_json_format(client, viewer):
+    response = client.get("/api/database/health", headers={**viewer, "Accept": "application/health+json"})
+    assert response.status_code == 200
+    assert response.mimetype == "application/health+json"
+    body = json.loads(response.get_data())
+    assert body["status"] == "pass"
+    check = body["checks"]["primary:responseTime"][0]
+    assert check["observedUnit"] == "ms" and check["observedValue"] > 0 and check["status"] == "pass"
+    assert check["time"].endswith("Z")
+
+
+def test_dbhealth_check_exit_codes(make_app, tmp_path):
+    healthy = make_app()
+    result = healthy.test_cli_runner().invoke(args=["dbhealth", "check"])
+    assert result.exit_code == 0 and result.output.startswith("healthy:")
+    result = healthy.test_cli_runner().invoke(args=["dbhealth", "check", "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["status"] == "healthy"
+
+    pending = make_app(migrate=False, DATABASE_URL=f"sqlite:///{tmp_path}/empty.db")
+    assert pending.test_cli_runner().invoke(args=["dbhealth", "check"]).exit_code == 1
+
+    down = make_app(migrate=False, DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/x")
+    result = down.test_cli_runner().invoke(args=["dbhealth", "check", "--force"])
+    assert result.exit_code == 2 and result.output.startswith("unhealthy:")
+
+
+def test_dbhealth_check_exit_codes_as_a_process(tmp_path):
+    def run(**env):
+        return subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "wsgi", "dbhealth", "check"],
+            cwd=ROOT, env={"PATH": "/usr/bin:/bin", "INSTANCE_PATH": str(tmp_path), **env},
+            capture_output=True, text=True, timeout=60,
+        )
+
+    assert run(DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/x").returncode == 2
+    assert run(DB_HEALTH_TIMEOUT="soon").returncode == 3
+
+
+def test_monitor_runs_in_the_background_and_logs_transitions_once(make_app, caplog):
+    url, drop = create_database("postgresql")
+    proxy = Proxy(5432)
+    try:
+        app = make_app(DATABASE_URL=url.replace(":5432/", f":{proxy.port}/"), DB_HEALTH_CHECK_INTERVAL=0.2, DB_HEALTH_TIMEOUT=1)
+        app.test_client().get("/livez")  # the first request starts the monitor in this process
+        monitor = app.extensions["dbhealth"]["monitor"]
+        wait_for(lambda: monitor.checks_total >= 2)
+        proxy.set_mode("reset")
+        wait_for(lambda: monitor.consecutive_failures >= 3)
+        proxy.set_mode("pass")
+        wait_for(lambda: monitor.snapshot["status"] == "healthy" and monitor.consecutive_failures == 0)
+        report = monitor.report()
+        assert [(t["from"], t["to"]) for t in report["transitions"]] == [
+            (None, "healthy"), ("healthy", "unhealthy"), ("unhealthy", "healthy")
+        ]
+        logged = [r.getMessage() for r in caplog.records if "database health changed" in r.getMessage()]
+        assert len(logged) == 2
+        assert report["failures_total"] >= 3 and report["last_error"]
+    finally:
+        proxy.close()
+        drop()
+
+
+def wait_for(condition, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)

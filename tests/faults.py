@@ -180,10 +180,10 @@ class Gunicorn:
         command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}",
                    "--workers", str(workers), *extra]
         full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LOG_LEVEL": "INFO", **env}
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, env=full_env, stdout=open(self.out_path, "w"), stderr=open(self.log_path, "w"),
-            start_new_session=True,
-        )
+        with open(self.out_path, "w") as stdout, open(self.log_path, "w") as stderr:
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=full_env, stdout=stdout, stderr=stderr, start_new_session=True
+            )
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 30
         while True:

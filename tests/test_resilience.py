@@ -1,0 +1,159 @@
+"""Failure behaviour under gunicorn, against a PostgreSQL cluster of the tests' own.
+
+The cluster is stopped, restarted and cut off through a proxy; the shared
+servers are never touched.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from backend import pools
+from tests.conftest import bearer
+from tests.faults import Gunicorn, PrivateCluster, Proxy
+
+SECRET = "resilience-tests-secret-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cluster = PrivateCluster()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def proxy(cluster):
+    proxy = Proxy(cluster.port)
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def server_env(cluster, tmp_path):
+    """Settings for a service on a fresh database of the private cluster, migrated."""
+    name = f"app_{int(time.time() * 1000) % 10**9}"
+    admin = sa.create_engine(cluster.url().replace("postgresql://", "postgresql+psycopg2://"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+
+    def env(port: int | None = None, **extra) -> dict[str, str]:
+        return {
+            "APP_ENV": "production",
+            "DATABASE_URL": cluster.url(port, name),
+            "JWT_SECRET_KEY": SECRET,
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            "DB_HEALTH_TIMEOUT": "2",
+            "DB_HEALTH_CACHE_TTL": "0",
+            "DB_RETRY_BASE_DELAY": "0.1",
+            **{k: str(v) for k, v in extra.items()},
+        }
+
+    return env
+
+
+@pytest.fixture
+def tokens(make_app, server_env):
+    app = make_app(**server_env())  # also applies the migrations
+    with app.app_context():
+        pools.dispose_pools(app)  # only the servers' connections stay open
+    return bearer(app, "admin"), bearer(app, "viewer")
+
+
+@pytest.fixture
+def servers():
+    started = []
+
+    def start(env, workers=2):
+        server = Gunicorn(env, workers=workers)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def timed(server, path, headers=None, method="GET"):
+    started = time.monotonic()
+    status, body, _ = server.get(path, headers=headers, method=method)
+    return status, json.loads(body or b"{}"), time.monotonic() - started
+
+
+def test_frozen_database_answers_within_the_deadline_and_heals(proxy, server_env, tokens, servers):
+    admin, viewer = tokens
+    server = servers(server_env(proxy.port))
+    assert timed(server, "/api/database/health?force=true", viewer)[0] == 200
+
+    proxy.set_mode("blackhole")
+    results = {}
+
+    def ask_health():
+        results["health"] = timed(server, "/api/database/health?force=true", viewer)
+
+    asker = threading.Thread(target=ask_health)
+    asker.start()
+    time.sleep(0.3)
+    livez = [timed(server, "/livez")[2] for _ in range(5)]
+    asker.join()
+    status, body, elapsed = results["health"]
+    assert status == 503 and body["data"]["status"] == "unhealthy"
+    assert elapsed <= 2.0 + 0.5, elapsed
+    assert max(livez) < 0.1, livez
+
+    # Still frozen: a brand-new connection is bounded too.
+    status, _, elapsed = timed(server, "/api/database/health?force=true", viewer)
+    assert status == 503 and elapsed <= 2.5
+
+    proxy.set_mode("pass")
+    status, body, _ = timed(server, "/api/database/health?force=true", viewer)
+    assert status == 200 and body["data"]["status"] == "healthy"
+
+
+def test_restart_under_gunicorn_fails_no_request(cluster, server_env, tokens, servers):
+    admin, viewer = tokens
+    server = servers(server_env())
+    requests = [
+        ("/api/database/health?force=true", viewer, "GET"),
+        ("/api/database/test", admin, "POST"),
+        ("/api/database/audit?limit=1", admin, "GET"),
+        ("/api/database/status", viewer, "GET"),
+    ]
+    for _ in range(3):  # every worker holds pooled connections
+        for path, headers, method in requests:
+            assert timed(server, path, headers, method)[0] == 200
+
+    cluster.restart()
+    answers = [timed(server, path, headers, method)[:2] for _ in range(5) for path, headers, method in requests]
+    assert [status for status, _ in answers] == [200] * 20, answers
+
+
+def test_reconnect_reaches_every_worker(cluster, server_env, tokens, servers):
+    admin, viewer = tokens
+    server = servers(server_env(DB_HEALTH_CHECK_INTERVAL=60), workers=3)
+    for _ in range(12):
+        assert timed(server, "/api/database/test", admin, "POST")[0] == 200
+        assert timed(server, "/api/database/audit?limit=1", admin)[0] == 200
+
+    def backends():
+        engine = sa.create_engine(cluster.url().replace("postgresql://", "postgresql+psycopg2://"))
+        with engine.connect() as connection:
+            pids = connection.exec_driver_sql(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'dbhealth'"
+            ).scalars().all()
+        engine.dispose()
+        return set(pids)
+
+    before = backends()
+    assert len(before) >= 3
+    status, body, _ = timed(server, "/api/database/reconnect", admin, "POST")
+    assert status == 200
+    assert body["data"]["generation"] == 1 and body["data"]["disposed_connections"] >= 1
+    assert body["data"]["health"]["status"] == "healthy"
+    time.sleep(2.5)  # each worker's monitor looks at the generation every second
+    assert before & backends() == set()

@@ -7,7 +7,10 @@ goes to stderr, as JSON when LOG_FORMAT=json.
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # so the master finds backend.logs
 
 wsgi_app = "wsgi:app"
 bind = os.environ.get("BIND", "0.0.0.0:8000")
@@ -28,22 +31,20 @@ if os.environ.get("LOG_FORMAT", "text").lower() == "json":
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": "backend.logs.JsonFormatter"}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "root": {"handlers": [], "level": loglevel.upper()},  # the app installs its own
         "loggers": {
             "gunicorn.error": {"handlers": ["stderr"], "level": loglevel.upper(), "propagate": False},
+            "gunicorn.access": {"handlers": ["stderr"], "level": loglevel.upper(), "propagate": False},
         },
     }
 
 # Prometheus multiprocess mode: every worker writes its samples to files in this
 # folder and /metrics adds them up. It must be set before a worker imports the app.
+# Every run starts with an empty folder (emptied here, as the master reads this file).
 _own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"dbhealth-metrics-{os.getpid()}"))
-
-
-def on_starting(server):
-    """Start every run with an empty metrics folder."""
-    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    shutil.rmtree(folder, ignore_errors=True)
-    os.makedirs(folder, exist_ok=True)
+shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 
 def child_exit(server, worker):

@@ -127,14 +127,19 @@ def postgres_bin(name: str) -> str:
 class PrivateCluster:
     """A PostgreSQL cluster of the test's own, in a temporary folder on a free port."""
 
-    def __init__(self) -> None:
+    def __init__(self, primary: PrivateCluster | None = None) -> None:
+        """A new cluster; given ``primary``, a streaming replica of it (pg_basebackup -R)."""
         self.folder = tempfile.mkdtemp(prefix="dbhealth-pg-")
         self.data = os.path.join(self.folder, "data")
         self.port = free_port()
         self.user = "postgres" if os.geteuid() == 0 else None
         if self.user:
             os.chown(self.folder, pwd.getpwnam(self.user).pw_uid, pwd.getpwnam(self.user).pw_gid)
-        self._run(postgres_bin("initdb"), "-D", self.data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
+        if primary is None:
+            self._run(postgres_bin("initdb"), "-D", self.data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
+        else:
+            self._run(postgres_bin("pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+                      "-D", self.data, "-R", "-X", "stream")
         with open(os.path.join(self.data, "postgresql.auto.conf"), "a") as conf:
             conf.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.folder}'\n")
             conf.write("fsync = off\nshared_buffers = 16MB\nmax_connections = 50\n")

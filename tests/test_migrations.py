@@ -1,0 +1,28 @@
+"""Flask-Migrate revisions upgrade, downgrade and match the models on every dialect."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+TABLES = {"users", "revoked_tokens", "audit_events", "alembic_version"}
+
+
+def tables(app):
+    from backend.extensions import db
+
+    with app.app_context():
+        return set(sa.inspect(db.engine).get_table_names())
+
+
+def test_upgrade_check_downgrade_upgrade(make_app, database_url):
+    app = make_app(migrate=False, DATABASE_URL=database_url)
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
+    assert TABLES <= tables(app)
+    check = runner.invoke(args=["db", "check"])
+    assert check.exit_code == 0, check.output
+    current = runner.invoke(args=["db", "current"])
+    assert "(head)" in current.output
+    assert runner.invoke(args=["db", "downgrade", "base"]).exit_code == 0
+    assert tables(app) & (TABLES - {"alembic_version"}) == set()
+    assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
+    assert TABLES <= tables(app)

@@ -21,6 +21,7 @@ graceful_timeout = 30
 keepalive = 5
 max_requests = 10000  # recycle workers now and then, spread out by the jitter
 max_requests_jitter = 1000
+control_socket_disable = True  # one fixed path per user would clash between servers on one host
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()

@@ -124,6 +124,31 @@ def run_bounded(
     raise AssertionError("unreachable")
 
 
+def fetch_row(connection: Connection, sql: str) -> tuple[Any, ...] | None:
+    """One row through the driver's own cursor.
+
+    SQLAlchemy's result machinery costs about as much as a probe query; errors
+    are still raised as SQLAlchemy's, and a dead connection is invalidated.
+    """
+    dbapi_connection = connection.connection.dbapi_connection
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(sql)
+        return cursor.fetchone()
+    except connection.dialect.loaded_dbapi.Error as error:
+        disconnected = connection.dialect.is_disconnect(error, dbapi_connection, cursor)
+        if disconnected:
+            connection.invalidate(error)
+        raise DBAPIError.instance(
+            sql, None, error, connection.dialect.loaded_dbapi.Error, connection_invalidated=disconnected
+        ) from error
+    finally:
+        try:
+            cursor.close()
+        except Exception:
+            pass
+
+
 def _connections(used: Any, maximum: Any) -> dict[str, Any]:
     used = int(used) if used is not None else None
     maximum = int(maximum) if maximum is not None else None
@@ -131,12 +156,15 @@ def _connections(used: Any, maximum: Any) -> dict[str, Any]:
     return {"used": used, "max": maximum, "percent": percent}
 
 
-def probe_postgresql(connection: Connection) -> dict[str, Any]:
-    used, maximum, in_recovery, lag = connection.exec_driver_sql(POSTGRES_PROBE).one()
+def probe_postgresql(connection: Connection, full: bool) -> dict[str, Any]:
     major, minor = connection.dialect.server_version_info[:2]
+    facts: dict[str, Any] = {"database_type": "postgresql", "version": f"PostgreSQL {major}.{minor}"}
+    if not full:
+        (in_recovery,) = fetch_row(connection, "SELECT pg_is_in_recovery()")
+        return {**facts, "read_only": bool(in_recovery), "replica": bool(in_recovery)}
+    used, maximum, in_recovery, lag = fetch_row(connection, POSTGRES_PROBE)
     return {
-        "database_type": "postgresql",
-        "version": f"PostgreSQL {major}.{minor}",
+        **facts,
         "connections": _connections(used, maximum),
         "read_only": bool(in_recovery),
         "replica": bool(in_recovery),
@@ -148,7 +176,7 @@ def _mysql_flavour(connection: Connection) -> tuple[str, str]:
     """(database_type, version) from VERSION(), asked once per connection."""
     info = connection.connection.info
     if "flavour" not in info:
-        version = connection.exec_driver_sql("SELECT VERSION()").scalar() or ""
+        version = fetch_row(connection, "SELECT VERSION()")[0] or ""
         if "tidb" in version.lower():
             flavour, label = "tidb", "TiDB " + version.split("TiDB-")[-1]
         elif "mariadb" in version.lower():
@@ -159,17 +187,20 @@ def _mysql_flavour(connection: Connection) -> tuple[str, str]:
     return info["flavour"]
 
 
-def probe_mysql(connection: Connection) -> dict[str, Any]:
+def probe_mysql(connection: Connection, full: bool) -> dict[str, Any]:
     flavour, version = _mysql_flavour(connection)
+    facts: dict[str, Any] = {"database_type": flavour, "version": version}
+    if not full:
+        (read_only,) = fetch_row(connection, "SELECT @@read_only")
+        return {**facts, "read_only": bool(int(read_only)), "replica": bool(int(read_only))}
     if flavour == "mariadb":
-        read_only, maximum, used = connection.exec_driver_sql(MARIADB_PROBE).one()
+        read_only, maximum, used = fetch_row(connection, MARIADB_PROBE)
     else:
-        read_only, maximum = connection.exec_driver_sql("SELECT @@read_only, @@max_connections").one()
-        row = connection.exec_driver_sql("SHOW GLOBAL STATUS LIKE 'Threads_connected'").first()
+        read_only, maximum = fetch_row(connection, "SELECT @@read_only, @@max_connections")
+        row = fetch_row(connection, "SHOW GLOBAL STATUS LIKE 'Threads_connected'")
         used = row[1] if row else None
     return {
-        "database_type": flavour,
-        "version": version,
+        **facts,
         "connections": _connections(used, maximum),
         "read_only": bool(int(read_only)),
         "replica": bool(int(read_only)),
@@ -177,16 +208,17 @@ def probe_mysql(connection: Connection) -> dict[str, Any]:
     }
 
 
-def probe_sqlite(connection: Connection) -> dict[str, Any]:
-    connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()
-    journal_mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+def probe_sqlite(connection: Connection, full: bool) -> dict[str, Any]:
+    fetch_row(connection, "SELECT count(*) FROM sqlite_master")
     facts: dict[str, Any] = {
         "database_type": "sqlite",
         "version": f"SQLite {sqlite3.sqlite_version}",
-        "journal_mode": journal_mode,
         "read_only": False,
         "replica": False,
     }
+    if not full:
+        return facts
+    facts["journal_mode"] = fetch_row(connection, "PRAGMA journal_mode")[0]
     path = connection.engine.url.database
     if path and path != ":memory:" and os.path.exists(path):
         facts["file_size_bytes"] = os.path.getsize(path)
@@ -197,10 +229,14 @@ def probe_sqlite(connection: Connection) -> dict[str, Any]:
 PROBES = {"postgresql": probe_postgresql, "mysql": probe_mysql, "mariadb": probe_mysql, "sqlite": probe_sqlite}
 
 
-def probe(key: str | None, seconds: float) -> dict[str, Any]:
-    """Probe one database; raises DeadlineExceeded or SQLAlchemyError when it does not answer."""
+def probe(key: str | None, seconds: float, full: bool = True) -> dict[str, Any]:
+    """Probe one database; raises DeadlineExceeded or SQLAlchemyError when it does not answer.
+
+    A light probe is one cheap round trip (liveness and read-only state); a full
+    one also counts connections and measures replica lag.
+    """
     dialect = db.engines[key].dialect.name
-    return run_bounded(key, seconds, PROBES[dialect])
+    return run_bounded(key, seconds, lambda connection: PROBES[dialect](connection, full))
 
 
 def _server_facts_postgresql(connection: Connection) -> dict[str, Any]:

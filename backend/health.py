@@ -101,11 +101,31 @@ def health_response(data: dict[str, Any]):
     return body, status, headers
 
 
+# The success body depends only on (snapshot, cached, admin): render it once.
+_rendered: dict[tuple[int, bool, bool], tuple[dict[str, Any], bytes]] = {}
+
+
+def rendered_body(snapshot: dict[str, Any], cached: bool, admin: bool) -> bytes:
+    key = (id(snapshot), cached, admin)
+    hit = _rendered.get(key)
+    if hit is None or hit[0] is not snapshot:
+        if len(_rendered) > 16:
+            _rendered.clear()
+        body = current_app.json.dumps({"success": True, "data": present(snapshot, cached, admin)}).encode()
+        hit = _rendered[key] = (snapshot, body)
+    return hit[1]
+
+
 @bp.get("/health")
 def health():
     force = flag("force")
     snapshot, cached = monitor().health(force=force)
-    return health_response(present(snapshot, cached, is_admin()))
+    admin = is_admin()
+    if snapshot["status"] == "unhealthy" or HEALTH_JSON in request.headers.get("Accept", ""):
+        return health_response(present(snapshot, cached, admin))
+    return current_app.response_class(
+        rendered_body(snapshot, cached, admin), mimetype="application/json", headers={"Cache-Control": "no-store"}
+    )
 
 
 @bp.get("/info")

@@ -33,6 +33,10 @@ from .extensions import db
 log = logging.getLogger(__name__)
 
 MIGRATIONS_RECHECK_S = 30.0
+# Connections in use and server details are counted at most this often (and on
+# every probe of a replica, for its lag); the probes in between are one cheap query.
+FULL_FACTS_EVERY_S = 10.0
+FULL_FACT_KEYS = ("connections", "replication_lag_s", "journal_mode", "file_size_bytes", "disk_free_bytes")
 HISTORY = 120
 TRANSITIONS = 20
 LABELS = {"postgresql": "PostgreSQL", "mysql": "MySQL", "mariadb": "MariaDB", "tidb": "TiDB", "sqlite": "SQLite"}
@@ -65,6 +69,7 @@ class HealthMonitor:
         self.migrations: dict[str, Any] | None = None
         self.migrations_at = -MIGRATIONS_RECHECK_S
         self.head: str | None = None
+        self.full_facts: dict[str, tuple[float, dict[str, Any]]] = {}
         self.thread_pid: int | None = None
         self.stopped = threading.Event()
 
@@ -132,8 +137,10 @@ class HealthMonitor:
         timeout = self.app.config["DB_HEALTH_TIMEOUT"]
         started = time.perf_counter()
         timestamp = iso_now()
+        last_full = self.full_facts.get(name)
+        full = last_full is None or time.monotonic() - last_full[0] >= FULL_FACTS_EVERY_S or last_full[1].get("replica")
         try:
-            facts = checks.probe(key, timeout)
+            facts = checks.probe(key, timeout, full)
         except DeadlineExceeded:
             elapsed = time.perf_counter() - started
             return self._failed(name, key, f"No answer from the database within {timeout:g}s", None, elapsed, timestamp)
@@ -148,6 +155,11 @@ class HealthMonitor:
             message = "Health probe failed unexpectedly"
             return self._failed(name, key, message, None, time.perf_counter() - started, timestamp)
         elapsed = time.perf_counter() - started
+        if full:
+            kept = {k: facts[k] for k in FULL_FACT_KEYS if k in facts}
+            self.full_facts[name] = (time.monotonic(), {**kept, "replica": facts.get("replica")})
+        else:
+            facts = {**{k: v for k, v in last_full[1].items() if k != "replica"}, **facts}
         engine = db.engines[key]
         pool = pool_facts(engine)
         warnings = self._warnings(name, key, facts, pool)

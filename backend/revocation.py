@@ -3,14 +3,17 @@
 Checking a token must not cost a database round trip per request, nor hang or
 fail while the database is down. Each process holds the set of unexpired revoked
 jtis and reloads it at most every REFRESH_S seconds on a background thread
-(stale-while-revalidate), so no request waits for a refresh except the very first
-one of a process, which waits at most DB_HEALTH_TIMEOUT. During an outage the
-last known set holds. A revocation made by this process applies at once; one
-made elsewhere reaches this process within REFRESH_S seconds of its next request.
+(stale-while-revalidate), so no request waits for a refresh. During an outage the
+last known set holds, and a restarted process starts from the copy of the last
+load kept in the instance folder. A revocation made by this process applies at
+once; one made elsewhere reaches this process within REFRESH_S seconds of its
+next request.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from datetime import datetime
@@ -24,13 +27,24 @@ from .models import RevokedToken, utcnow
 from .retry import with_db_retry
 
 REFRESH_S = 2.0
+# A fresh process with no local copy waits this long for its first load, so a
+# revoked token is not accepted in its first milliseconds; never longer, so an
+# outage does not slow requests down.
+FIRST_LOAD_WAIT_S = 0.1
+LOCAL_COPY = "revoked-tokens.json"
 log = logging.getLogger(__name__)
 
 
 class RevokedTokens:
+    """The revoked jtis of this process; each load is also kept in the instance
+    folder, so a restarted worker starts from the last known set even while the
+    database is down."""
+
     def __init__(self, app: Flask):
         self.app = app
+        self.path = os.path.join(app.instance_path, LOCAL_COPY)
         self.jtis: frozenset[str] = frozenset()
+        self.added: set[str] = set()
         self.loaded_at = 0.0
         self.lock = threading.Lock()
         self.refreshing: threading.Thread | None = None
@@ -38,12 +52,33 @@ class RevokedTokens:
 
     def contains(self, jti: str) -> bool:
         if time.monotonic() - self.loaded_at > REFRESH_S:
-            self._refresh(wait=self.loaded_at == 0.0)
+            first = self.loaded_at == 0.0
+            if first and self._read_local_copy():
+                first = False
+            self._refresh(wait=first)
         return jti in self.jtis
 
     def add(self, jti: str) -> None:
         with self.lock:
+            self.added.add(jti)
             self.jtis = self.jtis | {jti}
+
+    def _read_local_copy(self) -> bool:
+        try:
+            with open(self.path) as handle:
+                self.jtis = frozenset(json.load(handle)) | self.jtis
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def _write_local_copy(self, jtis: frozenset[str]) -> None:
+        temporary = f"{self.path}.{os.getpid()}"
+        try:
+            with open(temporary, "w") as handle:
+                json.dump(sorted(jtis), handle)
+            os.replace(temporary, self.path)
+        except OSError as error:
+            log.warning("cannot keep a local copy of revoked tokens: %s", error)
 
     def _refresh(self, wait: bool) -> None:
         with self.lock:
@@ -52,7 +87,7 @@ class RevokedTokens:
                 thread = self.refreshing = threading.Thread(target=self._load, name="revocation-refresh", daemon=True)
                 thread.start()
         if wait:
-            thread.join(self.app.config["DB_HEALTH_TIMEOUT"] + 0.5)
+            thread.join(FIRST_LOAD_WAIT_S)
 
     def _load(self) -> None:
         try:
@@ -60,10 +95,14 @@ class RevokedTokens:
                 query = sa.select(RevokedToken.jti).where(RevokedToken.expires_at > utcnow())
                 timeout = self.app.config["DB_HEALTH_TIMEOUT"]
                 rows = checks.run_bounded(None, timeout, lambda connection: connection.execute(query).scalars().all())
+            loaded = frozenset(rows)
             with self.lock:
-                self.jtis = frozenset(rows)
+                changed = loaded != self.jtis - self.added
+                self.jtis = loaded | self.added
+            if changed:
+                self._write_local_copy(loaded)
             if self.failing:
-                log.info("revoked tokens reloaded (%d)", len(rows))
+                log.info("revoked tokens reloaded (%d)", len(loaded))
             self.failing = False
         except Exception as error:
             if not self.failing:

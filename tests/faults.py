@@ -127,7 +127,7 @@ def postgres_bin(name: str) -> str:
 class PrivateCluster:
     """A PostgreSQL cluster of the test's own, in a temporary folder on a free port."""
 
-    def __init__(self, primary: PrivateCluster | None = None) -> None:
+    def __init__(self, primary: PrivateCluster | None = None, settings: str = "") -> None:
         """A new cluster; given ``primary``, a streaming replica of it (pg_basebackup -R)."""
         self.folder = tempfile.mkdtemp(prefix="dbhealth-pg-")
         self.data = os.path.join(self.folder, "data")
@@ -142,7 +142,7 @@ class PrivateCluster:
                       "-D", self.data, "-R", "-X", "stream")
         with open(os.path.join(self.data, "postgresql.auto.conf"), "a") as conf:
             conf.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.folder}'\n")
-            conf.write("fsync = off\nshared_buffers = 16MB\nmax_connections = 50\n")
+            conf.write("fsync = off\nshared_buffers = 16MB\nmax_connections = 50\n" + settings)
         self.start()
 
     def _run(self, *command: str) -> None:
@@ -178,7 +178,7 @@ class PrivateCluster:
 class Gunicorn:
     """`gunicorn wsgi:app` with our gunicorn.conf.py, as an operator would run it."""
 
-    def __init__(self, env: dict[str, str], workers: int = 2, extra: tuple[str, ...] = ()):
+    def __init__(self, env: dict[str, str], workers: int = 2, extra: tuple[str, ...] = (), ready_path: str = "/livez"):
         self.port = free_port()
         self.log_path = tempfile.mktemp(prefix="dbhealth-gunicorn-", suffix=".log")
         self.out_path = self.log_path + ".out"
@@ -193,7 +193,7 @@ class Gunicorn:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if self.get("/livez")[0] == 200:
+                if self.get(ready_path)[0] == 200:
                     break
             except OSError:
                 pass
@@ -216,9 +216,10 @@ class Gunicorn:
     def logs(self) -> str:
         return Path(self.log_path).read_text() + Path(self.out_path).read_text()
 
-    def stop(self) -> None:
+    def stop(self, quick: bool = False) -> None:
+        """Graceful stop; ``quick`` (SIGQUIT) does not wait for stuck workers."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signal.SIGQUIT if quick else signal.SIGTERM)
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:

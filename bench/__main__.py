@@ -1,0 +1,266 @@
+"""Measure what the service costs on top of Flask and the database, in one run.
+
+Every number is a ratio against a baseline measured in the same run (medians of
+interleaved rounds), because these machines are noisy. Everything runs against
+a PostgreSQL cluster of the benchmark's own, with pg_stat_statements, so the
+database's own statistics can count the probes.
+
+    make bench        (python -m bench; ROUNDS and SECONDS tune it)
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import psycopg2
+import sqlalchemy as sa
+
+from tests.faults import Gunicorn, PrivateCluster, Proxy
+
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+SECONDS = int(os.environ.get("SECONDS", "3"))
+WORKERS = 2
+CACHE_TTL = 5
+HEALTH_TIMEOUT = 2.0
+SECRET = "benchmark-secret-key-0123456789abcdefgh"
+PROBE_MARK = "pg_stat_get_backend_idset"  # a word only our probe query contains
+
+
+def wrk(url: str, headers: dict[str, str] | None = None, seconds: int = SECONDS, latency: bool = False) -> dict[str, float]:
+    command = ["wrk", "-t1", "-c8", f"-d{seconds}s"]
+    for key, value in (headers or {}).items():
+        command += ["-H", f"{key}: {value}"]
+    if latency:
+        command.append("--latency")
+    out = subprocess.run(command + [url], capture_output=True, text=True, timeout=seconds + 30).stdout
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["errors"] = float(non2xx.group(1)) if non2xx else 0.0
+    if latency:
+        match = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
+        result["p99_ms"] = float(match.group(1)) * scale
+    return result
+
+
+def timed(server: Gunicorn, path: str, headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int | None, float]:
+    started = time.monotonic()
+    try:
+        status = server.get(path, headers=headers, timeout=timeout)[0]
+    except OSError:
+        status = None
+    return status, time.monotonic() - started
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return int(re.search(r"VmRSS:\s+(\d+)", status.read()).group(1))
+
+
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def add(self, name: str, value: str, target: str = "", ok: bool | None = None) -> None:
+        verdict = "" if ok is None else ("ok" if ok else "MISSED")
+        self.rows.append((name, value, target, verdict))
+        print(f"  {name}: {value} {target} {verdict}", file=sys.stderr, flush=True)
+
+    def print(self) -> None:
+        widths = [max(len(row[i]) for row in self.rows + [("measure", "result", "target", "")]) for i in range(4)]
+        line = "| " + " | ".join(h.ljust(w) for h, w in zip(("measure", "result", "target", ""), widths)) + " |"
+        print(line)
+        print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+        for row in self.rows:
+            print("| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |")
+
+
+def interleaved(measures: dict[str, Callable[[], float]]) -> dict[str, float]:
+    """Medians over ROUNDS rounds, each round running every measure once, in turn."""
+    samples: dict[str, list[float]] = {name: [] for name in measures}
+    for _ in range(ROUNDS):
+        for name, measure in measures.items():
+            samples[name].append(measure())
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def probe_cost(url: str) -> tuple[float, float]:
+    """Median seconds of one primary probe (the light one, as most are) and of one raw
+    psycopg2 SELECT 1, side by side."""
+    from backend import create_app
+    from backend.checks import probe
+
+    app = create_app({"APP_ENV": "testing", "DATABASE_URL": url, "DB_HEALTH_CHECK_INTERVAL": 0,
+                      "INSTANCE_PATH": "/tmp/dbhealth-bench-instance"})
+    raw = psycopg2.connect(url)
+    raw.autocommit = True
+    cursor = raw.cursor()
+    ours, theirs = [], []
+    with app.app_context():
+        probe(None, HEALTH_TIMEOUT)
+        for _ in range(10):
+            for _ in range(100):
+                started = time.perf_counter()
+                probe(None, HEALTH_TIMEOUT, full=False)
+                ours.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                cursor.execute("SELECT 1")
+                cursor.fetchone()
+                theirs.append(time.perf_counter() - started)
+    raw.close()
+    return statistics.median(ours), statistics.median(theirs)
+
+
+def main() -> int:
+    if shutil.which("wrk") is None:
+        print("wrk is required: apt-get install wrk", file=sys.stderr)
+        return 2
+    started_at = time.monotonic()
+    table = Table()
+    cluster = PrivateCluster(settings="shared_preload_libraries = 'pg_stat_statements'\n")
+    proxy = Proxy(cluster.port)
+    servers: list[Gunicorn] = []
+    try:
+        admin = sa.create_engine(cluster.url().replace("postgresql://", "postgresql+psycopg2://"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.exec_driver_sql("CREATE DATABASE bench")
+        bench_admin = sa.create_engine(cluster.url(database="bench").replace("postgresql://", "postgresql+psycopg2://"),
+                                       isolation_level="AUTOCOMMIT")
+        with bench_admin.connect() as connection:
+            connection.exec_driver_sql("CREATE EXTENSION pg_stat_statements")
+        direct = cluster.url(database="bench")
+        through_proxy = cluster.url(proxy.port, "bench")
+        env = {"APP_ENV": "production", "JWT_SECRET_KEY": SECRET, "DB_HEALTH_CACHE_TTL": str(CACHE_TTL),
+               "DB_HEALTH_TIMEOUT": str(HEALTH_TIMEOUT), "INSTANCE_PATH": "/tmp/dbhealth-bench-instance"}
+        subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], check=True,
+                       env={**os.environ, **env, "DATABASE_URL": direct, "LOG_LEVEL": "WARNING"})
+        token = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "auth", "issue-token", "bench", "--role", "viewer"],
+                               check=True, capture_output=True, text=True,
+                               env={**os.environ, **env, "DATABASE_URL": direct, "LOG_LEVEL": "WARNING"}).stdout.strip()
+        viewer = {"Authorization": f"Bearer {token}"}
+
+        def serve(env: dict[str, str], app: str | None = None) -> Gunicorn:
+            server = Gunicorn(env, workers=WORKERS, extra=(app,) if app else (), ready_path="/hello" if app else "/livez")
+            servers.append(server)
+            return server
+
+        ours = serve({**env, "DATABASE_URL": direct})
+        baseline = serve({"DATABASE_URL": direct}, "bench.peers:baseline_app()")
+        healthz = serve({"DATABASE_URL": direct}, "bench.peers:healthz_app()")
+        ours.get("/api/database/health", headers=viewer)
+
+        print("throughput (wrk, 1 thread, 8 connections)...", file=sys.stderr)
+        rps = interleaved({
+            "livez": lambda: wrk(ours.url + "/livez")["rps"],
+            "cached": lambda: wrk(ours.url + "/api/database/health", viewer)["rps"],
+            "forced": lambda: wrk(ours.url + "/api/database/health?force=true", viewer)["rps"],
+            "select1": lambda: wrk(baseline.url + "/select1")["rps"],
+            "healthz": lambda: wrk(healthz.url + "/healthz/ready")["rps"],
+        })
+        table.add("1. /livez req/s (the floor)", f"{rps['livez']:.0f}", "1.00")
+        cached = rps["cached"] / rps["livez"]
+        table.add("2. cached /health with JWT vs /livez", f"{cached:.2f}x", ">= 0.85x", cached >= 0.85)
+        forced = rps["forced"] / rps["select1"]
+        table.add("3. forced /health vs bare SELECT 1 endpoint", f"{forced:.2f}x ({rps['forced']:.0f} vs {rps['select1']:.0f})",
+                  ">= 1.0x", forced >= 1.0)
+
+        ours_probe, raw_select = probe_cost(direct)
+        cost = ours_probe / raw_select
+        table.add("4. one probe in-process vs raw psycopg2 SELECT 1", f"{cost:.2f}x ({ours_probe * 1e6:.0f} vs {raw_select * 1e6:.0f} us)",
+                  "<= 2x", cost <= 2.0)
+
+        with bench_admin.connect() as connection:
+            connection.exec_driver_sql("SELECT pg_stat_statements_reset()")
+        flood = wrk(ours.url + "/api/database/health", viewer, seconds=10)
+        with bench_admin.connect() as connection:
+            probes = connection.exec_driver_sql(
+                f"SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE '%%{PROBE_MARK}%%' "
+                f"AND query NOT LIKE '%%pg_stat_statements%%'"
+            ).scalar()
+            statements = connection.exec_driver_sql(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query NOT LIKE '%%pg_stat_statements%%'"
+            ).scalar()
+        allowed = WORKERS * (10 / CACHE_TTL + 1)
+        table.add("5. probes during a 10 s cached flood (pg_stat_statements)",
+                  f"{probes} probes, {statements} statements in all, {flood['rps'] * 10:.0f} requests",
+                  f"<= {allowed:.0f}", probes <= allowed)
+
+        rss = {name: statistics.mean(rss_kb(pid) for pid in server.worker_pids()) for name, server in
+               (("ours", ours), ("baseline", baseline))}
+        memory = rss["ours"] / rss["baseline"]
+        table.add("8. RSS per worker after the load vs bare app", f"{memory:.2f}x ({rss['ours'] / 1024:.0f} vs {rss['baseline'] / 1024:.0f} MiB)",
+                  "<= 1.5x", memory <= 1.5)
+
+        print("frozen database and recovery...", file=sys.stderr)
+        frozen = serve({**env, "DATABASE_URL": through_proxy})
+        frozen.get("/api/database/health?force=true", headers=viewer)
+        proxy.set_mode("blackhole")
+        answers: dict[str, tuple[int | None, float]] = {}
+        livez: dict[str, float] = {}
+        flood_thread = threading.Thread(target=lambda: livez.update(wrk(frozen.url + "/livez", seconds=4, latency=True)))
+        flood_thread.start()
+        time.sleep(0.5)
+        answers["forced"] = timed(frozen, "/api/database/health?force=true", viewer)
+        flood_thread.join()
+        status, elapsed = answers["forced"]
+        table.add("6a. forced /health on a frozen database", f"{status} in {elapsed:.2f} s",
+                  f"<= {HEALTH_TIMEOUT + 0.5:.1f} s", status == 503 and elapsed <= HEALTH_TIMEOUT + 0.5)
+        table.add("6b. /livez p99 meanwhile", f"{livez['p99_ms']:.1f} ms", "< 50 ms", livez["p99_ms"] < 50)
+        proxy.set_mode("pass")
+
+        cluster.stop()
+        assert timed(ours, "/api/database/health?force=true", viewer)[0] == 503
+        cluster.start()  # pg_ctl -w: returns once the server accepts connections
+        back = time.monotonic()
+        while timed(ours, "/api/database/health?force=true", viewer)[0] != 200:
+            time.sleep(0.01)
+        recovery = time.monotonic() - back
+        table.add("7. database accepting again -> first healthy forced probe", f"{recovery:.3f} s", "<= 1 s", recovery <= 1.0)
+
+        print("flask-healthz on the frozen database...", file=sys.stderr)
+        peer = serve({"DATABASE_URL": through_proxy}, "bench.peers:healthz_app()")
+        peer.get("/healthz/ready")
+        proxy.set_mode("blackhole")
+        cap = 10.0
+        status, elapsed = timed(peer, "/healthz/ready", timeout=cap)
+        hung = [threading.Thread(target=timed, args=(peer, "/healthz/ready"), kwargs={"timeout": cap}) for _ in range(2)]
+        for thread in hung:
+            thread.start()
+        time.sleep(0.5)
+        hello_status, hello = timed(peer, "/hello", timeout=cap)
+        proxy.set_mode("pass")
+        peer_ratio = rps["healthz"] / rps["livez"]
+        table.add("9a. flask-healthz readiness req/s vs our /livez", f"{peer_ratio:.2f}x ({rps['healthz']:.0f} req/s)",
+                  f"ours forced: {rps['forced'] / rps['livez']:.2f}x")
+        table.add("9b. flask-healthz on the frozen database",
+                  f"no answer in {cap:.0f} s" if status is None else f"{status} in {elapsed:.2f} s",
+                  f"ours: {answers['forced'][1]:.2f} s")
+        table.add("9c. flask-healthz /hello while two probes hang",
+                  f"no answer in {cap:.0f} s" if hello_status is None else f"{hello_status} in {hello:.2f} s",
+                  f"ours /livez p99: {livez['p99_ms']:.1f} ms")
+        for thread in hung:
+            thread.join()
+    finally:
+        for server in servers:
+            server.stop(quick=True)
+        proxy.close()
+        cluster.close()
+
+    print()
+    print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"{WORKERS} sync gunicorn workers, PostgreSQL (private cluster), {ROUNDS} rounds of {SECONDS} s, "
+          f"total {time.monotonic() - started_at:.0f} s")
+    table.print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

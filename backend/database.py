@@ -118,7 +118,8 @@ def database_backend(url: URL) -> str:
 
 def engine_options(url: URL, settings: dict[str, Any]) -> dict[str, Any]:
     """Engine options for one database: pool, timeouts and driver arguments per dialect."""
-    options: dict[str, Any] = {"url": url, "echo": settings["DB_ECHO"]}
+    # hide_parameters: bound values (password hashes, user input) stay out of error messages.
+    options: dict[str, Any] = {"url": url, "echo": settings["DB_ECHO"], "hide_parameters": True}
     backend = database_backend(url)
     if backend == "sqlite":
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}

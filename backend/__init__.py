@@ -43,6 +43,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     jwt.init_app(app)
     app.extensions["dbhealth"] = {
         "side_engines": {},
+        "probe_connections": {},
         "engine_options": {None: app.config["SQLALCHEMY_ENGINE_OPTIONS"], **app.config["SQLALCHEMY_BINDS"]},
         "monitor": HealthMonitor(app),
         "revoked": RevokedTokens(app),

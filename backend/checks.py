@@ -1,33 +1,29 @@
-"""Database probes per dialect, run on a small side pool under a hard deadline.
+"""What to ask each dialect: the health probe, and the slower facts for /status.
 
-The side pool is separate from the application's pool on purpose: a probe must
-answer while the application pool is exhausted, must not pay pool pre-ping,
-BEGIN and ROLLBACK around one query (it runs in autocommit and *is* the ping),
-and its connect timeout is capped by DB_HEALTH_TIMEOUT. SQLite has no socket to
-freeze and its in-memory databases live in one connection, so SQLite is probed
-through the application's own engine.
+Probes run on a kept-open connection under a hard deadline (bounded.py).
 """
 from __future__ import annotations
 
 import os
 import shutil
 import sqlite3
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
-import sqlalchemy as sa
-from flask import Flask, current_app
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from .database import connect_args
-from .deadline import DeadlineExceeded, deadline
+from .bounded import ConnectionProbe, fetch_row, probe_connection, run_bounded
 from .extensions import db
 
-_engines_lock = threading.Lock()
+
+class Probeable(Protocol):
+    """A kept-open ProbeConnection, or a SQLAlchemy connection wrapped for SQLite."""
+
+    dialect: Any
+    url: Any
+    info: dict[str, Any]
+
+    def fetch(self, sql: str) -> tuple[Any, ...] | None: ...
 
 # One round trip: client connections in use (cheaper than counting pg_stat_activity),
 # the limit, recovery state and replay lag (0 when everything received is replayed).
@@ -51,104 +47,6 @@ MARIADB_PROBE = (
 )
 
 
-def side_engine(key: str | None, purpose: str = "probe") -> Engine:
-    """A small pool for a bind (None is the primary), built on first use.
-
-    ``probe`` engines run in autocommit; ``console`` engines (for /test) run
-    transactions, on DATABASE_READONLY_URL for the primary when it is set.
-    """
-    app = current_app._get_current_object()
-    engines = app.extensions["dbhealth"]["side_engines"]
-    engine = engines.get((key, purpose))
-    if engine is not None:
-        return engine
-    with _engines_lock:
-        engine = engines.get((key, purpose))
-        if engine is None:
-            engine = engines[(key, purpose)] = _make_side_engine(app, key, purpose)
-    return engine
-
-
-def _make_side_engine(app: Flask, key: str | None, purpose: str) -> Engine:
-    main = db.engines[key]
-    url = main.url
-    if purpose == "console" and key is None and app.config.get("READONLY_URL") is not None:
-        url = app.config["READONLY_URL"]
-    elif main.dialect.name == "sqlite":
-        return main
-    if url.get_backend_name() == "sqlite":
-        return sa.create_engine(url)
-    timeout = app.config["DB_HEALTH_TIMEOUT"]
-    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if purpose == "probe" else {}
-    return sa.create_engine(
-        url,
-        pool_size=1,
-        max_overflow=2,
-        pool_timeout=timeout,
-        pool_recycle=app.config["DB_POOL_RECYCLE"],
-        pool_pre_ping=False,
-        pool_reset_on_return=None if purpose == "probe" else "rollback",
-        connect_args=connect_args(url, min(timeout, app.config["DB_CONNECT_TIMEOUT"])),
-        **options,
-    )
-
-
-@contextmanager
-def _side_connection(key: str | None, seconds: float, purpose: str) -> Iterator[Connection]:
-    with side_engine(key, purpose).connect() as connection:
-        try:
-            with deadline(connection.connection.dbapi_connection, seconds):
-                yield connection
-        except DeadlineExceeded:
-            if not connection.invalidated:
-                connection.invalidate()
-            raise
-
-
-def run_bounded(
-    key: str | None, seconds: float, work: Callable[[Connection], Any], purpose: str = "probe"
-) -> Any:
-    """Run ``work`` on a side connection and give up after ``seconds``.
-
-    A connection pooled before a database restart fails on first use; that one
-    failure is retried at once on a fresh connection, as pre-ping would have.
-    """
-    deadline_at = time.monotonic() + seconds
-    for attempt in (1, 2):
-        try:
-            with _side_connection(key, max(deadline_at - time.monotonic(), 0.001), purpose) as connection:
-                return work(connection)
-        except DBAPIError as error:
-            if attempt == 2 or not error.connection_invalidated or time.monotonic() >= deadline_at:
-                raise
-    raise AssertionError("unreachable")
-
-
-def fetch_row(connection: Connection, sql: str) -> tuple[Any, ...] | None:
-    """One row through the driver's own cursor.
-
-    SQLAlchemy's result machinery costs about as much as a probe query; errors
-    are still raised as SQLAlchemy's, and a dead connection is invalidated.
-    """
-    dbapi_connection = connection.connection.dbapi_connection
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(sql)
-        return cursor.fetchone()
-    except connection.dialect.loaded_dbapi.Error as error:
-        disconnected = connection.dialect.is_disconnect(error, dbapi_connection, cursor)
-        if disconnected:
-            connection.invalidate(error)
-        raise DBAPIError.instance(
-            sql, None, error, connection.dialect.loaded_dbapi.Error, connection_invalidated=disconnected
-        ) from error
-    finally:
-        try:
-            cursor.close()
-        except Exception:
-            pass
-
-
 def _connections(used: Any, maximum: Any) -> dict[str, Any]:
     used = int(used) if used is not None else None
     maximum = int(maximum) if maximum is not None else None
@@ -156,13 +54,13 @@ def _connections(used: Any, maximum: Any) -> dict[str, Any]:
     return {"used": used, "max": maximum, "percent": percent}
 
 
-def probe_postgresql(connection: Connection, full: bool) -> dict[str, Any]:
+def probe_postgresql(connection: Probeable, full: bool) -> dict[str, Any]:
     major, minor = connection.dialect.server_version_info[:2]
     facts: dict[str, Any] = {"database_type": "postgresql", "version": f"PostgreSQL {major}.{minor}"}
     if not full:
-        (in_recovery,) = fetch_row(connection, "SELECT pg_is_in_recovery()")
+        (in_recovery,) = connection.fetch("SELECT pg_is_in_recovery()")
         return {**facts, "read_only": bool(in_recovery), "replica": bool(in_recovery)}
-    used, maximum, in_recovery, lag = fetch_row(connection, POSTGRES_PROBE)
+    used, maximum, in_recovery, lag = connection.fetch(POSTGRES_PROBE)
     return {
         **facts,
         "connections": _connections(used, maximum),
@@ -172,11 +70,11 @@ def probe_postgresql(connection: Connection, full: bool) -> dict[str, Any]:
     }
 
 
-def _mysql_flavour(connection: Connection) -> tuple[str, str]:
+def _mysql_flavour(connection: Probeable) -> tuple[str, str]:
     """(database_type, version) from VERSION(), asked once per connection."""
-    info = connection.connection.info
+    info = connection.info
     if "flavour" not in info:
-        version = fetch_row(connection, "SELECT VERSION()")[0] or ""
+        version = connection.fetch("SELECT VERSION()")[0] or ""
         if "tidb" in version.lower():
             flavour, label = "tidb", "TiDB " + version.split("TiDB-")[-1]
         elif "mariadb" in version.lower():
@@ -187,17 +85,17 @@ def _mysql_flavour(connection: Connection) -> tuple[str, str]:
     return info["flavour"]
 
 
-def probe_mysql(connection: Connection, full: bool) -> dict[str, Any]:
+def probe_mysql(connection: Probeable, full: bool) -> dict[str, Any]:
     flavour, version = _mysql_flavour(connection)
     facts: dict[str, Any] = {"database_type": flavour, "version": version}
     if not full:
-        (read_only,) = fetch_row(connection, "SELECT @@read_only")
+        (read_only,) = connection.fetch("SELECT @@read_only")
         return {**facts, "read_only": bool(int(read_only)), "replica": bool(int(read_only))}
     if flavour == "mariadb":
-        read_only, maximum, used = fetch_row(connection, MARIADB_PROBE)
+        read_only, maximum, used = connection.fetch(MARIADB_PROBE)
     else:
-        read_only, maximum = fetch_row(connection, "SELECT @@read_only, @@max_connections")
-        row = fetch_row(connection, "SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+        read_only, maximum = connection.fetch("SELECT @@read_only, @@max_connections")
+        row = connection.fetch("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
         used = row[1] if row else None
     return {
         **facts,
@@ -208,8 +106,8 @@ def probe_mysql(connection: Connection, full: bool) -> dict[str, Any]:
     }
 
 
-def probe_sqlite(connection: Connection, full: bool) -> dict[str, Any]:
-    fetch_row(connection, "SELECT count(*) FROM sqlite_master")
+def probe_sqlite(connection: Probeable, full: bool) -> dict[str, Any]:
+    connection.fetch("SELECT count(*) FROM sqlite_master")
     facts: dict[str, Any] = {
         "database_type": "sqlite",
         "version": f"SQLite {sqlite3.sqlite_version}",
@@ -218,8 +116,8 @@ def probe_sqlite(connection: Connection, full: bool) -> dict[str, Any]:
     }
     if not full:
         return facts
-    facts["journal_mode"] = fetch_row(connection, "PRAGMA journal_mode")[0]
-    path = connection.engine.url.database
+    facts["journal_mode"] = connection.fetch("PRAGMA journal_mode")[0]
+    path = connection.url.database
     if path and path != ":memory:" and os.path.exists(path):
         facts["file_size_bytes"] = os.path.getsize(path)
         facts["disk_free_bytes"] = shutil.disk_usage(os.path.dirname(path)).free
@@ -236,7 +134,9 @@ def probe(key: str | None, seconds: float, full: bool = True) -> dict[str, Any]:
     one also counts connections and measures replica lag.
     """
     dialect = db.engines[key].dialect.name
-    return run_bounded(key, seconds, lambda connection: PROBES[dialect](connection, full))
+    if dialect == "sqlite":
+        return run_bounded(key, seconds, lambda connection: probe_sqlite(ConnectionProbe(connection), full))
+    return probe_connection(key).run(seconds, lambda connection: PROBES[dialect](connection, full))
 
 
 def _server_facts_postgresql(connection: Connection) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, StatementError
 
-from . import checks
+from . import bounded
 from .database import scrub_secrets
 from .deadline import DeadlineExceeded
 from .errors import ApiError
@@ -232,11 +232,11 @@ def _driver_code(error: DBAPIError) -> Any:
 
 def run_query(query: str, params: dict[str, Any], max_rows: int) -> dict[str, Any]:
     """Run one checked statement read-only; raises ApiError for every way it can fail."""
-    dialect = checks.side_engine(None, "console").dialect.name
+    dialect = bounded.side_engine(None, "console").dialect.name
     first = check_statement(query, dialect)
     timeout_s = current_app.config["DB_STATEMENT_TIMEOUT_MS"] / 1000
     try:
-        return checks.run_bounded(
+        return bounded.run_bounded(
             None, timeout_s + 1.0, lambda c: _run(c, query, params, max_rows, first), purpose="console"
         )
     except DeadlineExceeded:

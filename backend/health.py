@@ -111,7 +111,8 @@ def rendered_body(snapshot: dict[str, Any], cached: bool, admin: bool) -> bytes:
     if hit is None or hit[0] is not snapshot:
         if len(_rendered) > 16:
             _rendered.clear()
-        body = current_app.json.dumps({"success": True, "data": present(snapshot, cached, admin)}).encode()
+        data = {"success": True, "data": present(snapshot, cached, admin)}
+        body = current_app.json.dumps(data, separators=(",", ":")).encode()
         hit = _rendered[key] = (snapshot, body)
     return hit[1]
 

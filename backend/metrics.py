@@ -58,18 +58,35 @@ HTTP_DURATION = Histogram(
 STATUSES = ("healthy", "degraded", "unhealthy")
 
 
+# Gauge values last written by this process: in multiprocess mode every write
+# goes to a shared file, so unchanged values are not written again.
+_written: dict[tuple[Any, ...], float] = {}
+_written_pid = 0
+
+
+def _set(gauge: Gauge, component: str, value: float, *labels: str) -> None:
+    global _written_pid
+    if _written_pid != os.getpid():  # a forked child starts with empty files
+        _written.clear()
+        _written_pid = os.getpid()
+    key = (gauge, component, *labels)
+    if _written.get(key) != value:
+        gauge.labels(component, *labels).set(value)
+        _written[key] = value
+
+
 def record_probe(component: str, status: str, seconds: float, pool: dict[str, Any] | None) -> None:
     """Record one probe's outcome and the component's pool numbers."""
     PROBE_DURATION.labels(component).observe(seconds)
     PROBE_RESULTS.labels(component, status).inc()
     for name in STATUSES:
-        COMPONENT_STATUS.labels(component, name).set(1 if name == status else 0)
+        _set(COMPONENT_STATUS, component, 1 if name == status else 0, name)
     if pool and pool.get("pool_size") is not None:
-        POOL_SIZE.labels(component).set(pool["pool_size"])
-        POOL_CHECKED_OUT.labels(component).set(pool["checked_out"])
-        POOL_OVERFLOW.labels(component).set(pool["overflow"])
+        _set(POOL_SIZE, component, pool["pool_size"])
+        _set(POOL_CHECKED_OUT, component, pool["checked_out"])
+        _set(POOL_OVERFLOW, component, pool["overflow"])
         if pool.get("utilization_percent") is not None:
-            POOL_UTILIZATION.labels(component).set(pool["utilization_percent"] / 100)
+            _set(POOL_UTILIZATION, component, pool["utilization_percent"] / 100)
 
 
 def record_request(method: str, route: str, status: int, seconds: float) -> None:

@@ -25,7 +25,7 @@ from alembic.script import ScriptDirectory
 from flask import Flask, current_app
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from . import checks, metrics, pools
+from . import bounded, checks, metrics, pools
 from .database import pool_facts, scrub_secrets
 from .deadline import DeadlineExceeded
 from .extensions import db
@@ -229,7 +229,7 @@ class HealthMonitor:
             config = current_app.extensions["migrate"].migrate.get_config()
             self.head = ScriptDirectory.from_config(config).get_current_head()
         try:
-            current = checks.run_bounded(None, self.app.config["DB_HEALTH_TIMEOUT"], _current_revision)
+            current = bounded.run_bounded(None, self.app.config["DB_HEALTH_TIMEOUT"], _current_revision)
         except (SQLAlchemyError, DeadlineExceeded):
             return self.migrations or {"current": None, "head": self.head, "up_to_date": None}
         self.migrations = {"current": current, "head": self.head, "up_to_date": current == self.head}

@@ -21,7 +21,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from flask import Flask, current_app
 
-from . import checks
+from . import bounded
 from .extensions import db
 from .models import RevokedToken, utcnow
 from .retry import with_db_retry
@@ -94,7 +94,7 @@ class RevokedTokens:
             with self.app.app_context():
                 query = sa.select(RevokedToken.jti).where(RevokedToken.expires_at > utcnow())
                 timeout = self.app.config["DB_HEALTH_TIMEOUT"]
-                rows = checks.run_bounded(None, timeout, lambda connection: connection.execute(query).scalars().all())
+                rows = bounded.run_bounded(None, timeout, lambda connection: connection.execute(query).scalars().all())
             loaded = frozenset(rows)
             with self.lock:
                 changed = loaded != self.jtis - self.added

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from tests.faults import Gunicorn, PrivateCluster, Proxy
 
-ROUNDS = int(os.environ.get("ROUNDS", "3"))
+ROUNDS = int(os.environ.get("ROUNDS", "5"))
 SECONDS = int(os.environ.get("SECONDS", "3"))
 WORKERS = 2
 CACHE_TTL = 5
@@ -34,20 +34,14 @@ SECRET = "benchmark-secret-key-0123456789abcdefgh"
 PROBE_MARK = "pg_stat_get_backend_idset"  # a word only our probe query contains
 
 
-def wrk(url: str, headers: dict[str, str] | None = None, seconds: int = SECONDS, latency: bool = False) -> dict[str, float]:
+def wrk(url: str, headers: dict[str, str] | None = None, seconds: int = SECONDS) -> dict[str, float]:
     command = ["wrk", "-t1", "-c8", f"-d{seconds}s"]
     for key, value in (headers or {}).items():
         command += ["-H", f"{key}: {value}"]
-    if latency:
-        command.append("--latency")
     out = subprocess.run(command + [url], capture_output=True, text=True, timeout=seconds + 30).stdout
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     result["errors"] = float(non2xx.group(1)) if non2xx else 0.0
-    if latency:
-        match = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
-        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
-        result["p99_ms"] = float(match.group(1)) * scale
     return result
 
 
@@ -205,16 +199,17 @@ def main() -> int:
         frozen.get("/api/database/health?force=true", headers=viewer)
         proxy.set_mode("blackhole")
         answers: dict[str, tuple[int | None, float]] = {}
-        livez: dict[str, float] = {}
-        flood_thread = threading.Thread(target=lambda: livez.update(wrk(frozen.url + "/livez", seconds=4, latency=True)))
-        flood_thread.start()
-        time.sleep(0.5)
-        answers["forced"] = timed(frozen, "/api/database/health?force=true", viewer)
-        flood_thread.join()
+        asker = threading.Thread(target=lambda: answers.update(forced=timed(frozen, "/api/database/health?force=true", viewer)))
+        asker.start()
+        livez = []
+        while asker.is_alive():  # what a liveness probe sees meanwhile, one request after another
+            livez.append(timed(frozen, "/livez")[1] * 1000)
+        asker.join()
+        livez_p99 = statistics.quantiles(livez, n=100)[98] if len(livez) > 1 else livez[0]
         status, elapsed = answers["forced"]
         table.add("6a. forced /health on a frozen database", f"{status} in {elapsed:.2f} s",
                   f"<= {HEALTH_TIMEOUT + 0.5:.1f} s", status == 503 and elapsed <= HEALTH_TIMEOUT + 0.5)
-        table.add("6b. /livez p99 meanwhile", f"{livez['p99_ms']:.1f} ms", "< 50 ms", livez["p99_ms"] < 50)
+        table.add("6b. /livez p99 meanwhile", f"{livez_p99:.1f} ms ({len(livez)} requests)", "< 50 ms", livez_p99 < 50)
         proxy.set_mode("pass")
 
         cluster.stop()
@@ -246,7 +241,7 @@ def main() -> int:
                   f"ours: {answers['forced'][1]:.2f} s")
         table.add("9c. flask-healthz /hello while two probes hang",
                   f"no answer in {cap:.0f} s" if hello_status is None else f"{hello_status} in {hello:.2f} s",
-                  f"ours /livez p99: {livez['p99_ms']:.1f} ms")
+                  f"ours /livez p99: {livez_p99:.1f} ms")
         for thread in hung:
             thread.join()
     finally:

@@ -1,0 +1,240 @@
+"""Database calls with hard deadlines, on small pools of their own.
+
+The side pools are separate from the application's pool on purpose: a probe
+must answer while the application pool is exhausted, must not pay pool
+pre-ping, BEGIN and ROLLBACK around one query (probes run in autocommit and
+*are* the ping), and its connect timeout is capped by DB_HEALTH_TIMEOUT.
+SQLite has no socket to freeze and its in-memory databases live in one
+connection, so SQLite goes through the application's own engine.
+
+Every call registers its socket with the deadline watchdog (deadline.py), so a
+server that stops answering is cut off on time.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from flask import Flask, current_app
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.exc import DBAPIError
+
+from .database import connect_args
+from .deadline import DeadlineExceeded, deadline
+from .extensions import db
+
+T = TypeVar("T")
+_engines_lock = threading.Lock()
+# Connections a forked child inherited: never used, never closed (the parent owns the socket).
+_INHERITED: list[Any] = []
+
+
+def side_engine(key: str | None, purpose: str = "probe") -> Engine:
+    """A small pool for a bind (None is the primary), built on first use.
+
+    ``probe`` engines run in autocommit; ``held`` ones too, without a pool, for
+    ProbeConnection; ``console`` engines (for /test) run transactions, on
+    DATABASE_READONLY_URL for the primary when it is set.
+    """
+    app = current_app._get_current_object()
+    engines = app.extensions["dbhealth"]["side_engines"]
+    engine = engines.get((key, purpose))
+    if engine is not None:
+        return engine
+    with _engines_lock:
+        engine = engines.get((key, purpose))
+        if engine is None:
+            engine = engines[(key, purpose)] = _make_side_engine(app, key, purpose)
+    return engine
+
+
+def _make_side_engine(app: Flask, key: str | None, purpose: str) -> Engine:
+    main = db.engines[key]
+    url = main.url
+    if purpose == "console" and key is None and app.config.get("READONLY_URL") is not None:
+        url = app.config["READONLY_URL"]
+    elif main.dialect.name == "sqlite":
+        return main
+    if url.get_backend_name() == "sqlite":
+        return sa.create_engine(url)
+    timeout = app.config["DB_HEALTH_TIMEOUT"]
+    arguments = connect_args(url, min(timeout, app.config["DB_CONNECT_TIMEOUT"]))
+    if purpose == "held":  # every connection new: ProbeConnection keeps its own
+        return sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT", connect_args=arguments)
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if purpose == "probe" else {}
+    return sa.create_engine(
+        url,
+        pool_size=1,
+        max_overflow=2,
+        pool_timeout=timeout,
+        pool_recycle=app.config["DB_POOL_RECYCLE"],
+        pool_pre_ping=False,
+        pool_reset_on_return=None if purpose == "probe" else "rollback",
+        connect_args=arguments,
+        **options,
+    )
+
+
+@contextmanager
+def _side_connection(key: str | None, seconds: float, purpose: str) -> Iterator[Connection]:
+    with side_engine(key, purpose).connect() as connection:
+        try:
+            with deadline(connection.connection.dbapi_connection, seconds):
+                yield connection
+        except DeadlineExceeded:
+            if not connection.invalidated:
+                connection.invalidate()
+            raise
+
+
+def run_bounded(
+    key: str | None, seconds: float, work: Callable[[Connection], Any], purpose: str = "probe"
+) -> Any:
+    """Run ``work`` on a side connection and give up after ``seconds``.
+
+    A connection pooled before a database restart fails on first use; that one
+    failure is retried at once on a fresh connection, as pre-ping would have.
+    """
+    deadline_at = time.monotonic() + seconds
+    for attempt in (1, 2):
+        try:
+            with _side_connection(key, max(deadline_at - time.monotonic(), 0.001), purpose) as connection:
+                return work(connection)
+        except DBAPIError as error:
+            if attempt == 2 or not error.connection_invalidated or time.monotonic() >= deadline_at:
+                raise
+    raise AssertionError("unreachable")
+
+
+def driver_fetch(dbapi_connection: Any, dialect: Dialect, sql: str) -> tuple[Any, ...] | None:
+    """One row through the driver's own cursor, errors raised as SQLAlchemy's.
+
+    SQLAlchemy's result machinery costs about as much as a probe query.
+    ``connection_invalidated`` on the error tells that the connection died.
+    """
+    cursor = None
+    try:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(sql)
+        return cursor.fetchone()
+    except dialect.loaded_dbapi.Error as error:
+        disconnected = dialect.is_disconnect(error, dbapi_connection, cursor)
+        raise DBAPIError.instance(
+            sql, None, error, dialect.loaded_dbapi.Error, connection_invalidated=disconnected
+        ) from error
+    finally:
+        if cursor is not None:
+            try:
+                cursor.close()
+            except Exception:
+                pass
+
+
+def fetch_row(connection: Connection, sql: str) -> tuple[Any, ...] | None:
+    """``driver_fetch`` on a SQLAlchemy connection, which is invalidated if it died."""
+    try:
+        return driver_fetch(connection.connection.dbapi_connection, connection.dialect, sql)
+    except DBAPIError as error:
+        if error.connection_invalidated:
+            connection.invalidate(error.orig)
+        raise
+
+
+class ConnectionProbe:
+    """What a probe needs of a SQLAlchemy connection (the SQLite path)."""
+
+    def __init__(self, connection: Connection):
+        self.dialect = connection.dialect
+        self.url = connection.engine.url
+        self.info = connection.connection.info
+        self._connection = connection
+
+    def fetch(self, sql: str) -> tuple[Any, ...] | None:
+        return fetch_row(self._connection, sql)
+
+
+class ProbeConnection:
+    """One connection per database, kept open between probes.
+
+    A probe then costs one round trip and no pool checkout. The monitor's single
+    flight means one probe at a time; the lock makes closing it (reconnect) wait
+    for a probe in progress, which the deadline bounds. A connection that turns
+    out dead is replaced at once, within the same deadline.
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.dialect = engine.dialect
+        self.url = engine.url
+        self.lock = threading.Lock()
+        self.pooled: Any = None
+        self.pid = 0
+        self.info: dict[str, Any] = {}
+
+    def fetch(self, sql: str) -> tuple[Any, ...] | None:
+        return driver_fetch(self.pooled.dbapi_connection, self.dialect, sql)
+
+    def run(self, seconds: float, work: Callable[[ProbeConnection], T]) -> T:
+        with self.lock:
+            deadline_at = time.monotonic() + seconds
+            for attempt in (1, 2):
+                fresh = self.pooled is None or self.pid != os.getpid()
+                if fresh:
+                    self._open()
+                try:
+                    with deadline(self.pooled.dbapi_connection, max(deadline_at - time.monotonic(), 0.001)):
+                        return work(self)
+                except DeadlineExceeded:
+                    self._close()
+                    raise
+                except DBAPIError as error:
+                    if not error.connection_invalidated:
+                        raise
+                    self._close()
+                    if fresh or attempt == 2 or time.monotonic() >= deadline_at:
+                        raise
+            raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self.lock:
+            self._close()
+
+    def _open(self) -> None:
+        self._forget()
+        try:
+            pooled = self.engine.raw_connection()
+        except self.dialect.loaded_dbapi.Error as error:  # pools raise the driver's own errors
+            raise DBAPIError.instance(None, None, error, self.dialect.loaded_dbapi.Error) from error
+        self.pooled, self.pid = pooled, os.getpid()
+
+    def _close(self) -> None:
+        if self.pooled is not None and self.pid == os.getpid():
+            try:
+                self.pooled.close()
+            except Exception:
+                pass
+        self._forget()
+
+    def _forget(self) -> None:
+        if self.pooled is not None and self.pid != os.getpid():
+            _INHERITED.append(self.pooled)
+        self.pooled = None
+        self.info = {}
+
+
+def probe_connection(key: str | None) -> ProbeConnection:
+    """The kept-open probe connection of a server database (None is the primary)."""
+    connections = current_app.extensions["dbhealth"]["probe_connections"]
+    connection = connections.get(key)
+    if connection is None:
+        engine = side_engine(key, "held")
+        with _engines_lock:
+            connection = connections.setdefault(key, ProbeConnection(engine))
+    return connection
+
+

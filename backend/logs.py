@@ -14,8 +14,10 @@ from flask import Flask, g, has_request_context, request
 from . import metrics
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-# Probed every few seconds by machines: logged at DEBUG, not INFO.
+# Polled every few seconds by machines: logged at DEBUG, not INFO. Health answers
+# that are not a success (401, 403, 503...) are still logged at INFO.
 QUIET_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+POLLED_PATHS = frozenset({"/api/database/health"})
 REQUEST_FIELDS = ("method", "route", "path", "status", "duration_ms", "remote_addr", "identity")
 log = logging.getLogger("backend.request")
 
@@ -98,28 +100,33 @@ def _start_timer() -> None:
 
 
 def _finish_request(response):
-    response.headers["X-Request-ID"] = current_request_id()
+    request_id = current_request_id()
+    response.headers["X-Request-ID"] = request_id
     started = g.get("request_started")
     if started is None:
         return response
     elapsed = time.perf_counter() - started
+    method, path, status = request.method, request.path, response.status_code
     route = request.url_rule.rule if request.url_rule else "<unmatched>"
-    metrics.record_request(request.method, route, response.status_code, elapsed)
-    level = logging.DEBUG if request.path in QUIET_PATHS else logging.INFO
+    metrics.record_request(method, route, status, elapsed)
+    quiet = path in QUIET_PATHS or (path in POLLED_PATHS and status < 400)
+    level = logging.DEBUG if quiet else logging.INFO
     if log.isEnabledFor(level):
+        duration_ms = round(elapsed * 1000, 2)
         log.log(
             level,
             "%s %s %s %.1fms",
-            request.method,
-            request.path,
-            response.status_code,
-            elapsed * 1000,
+            method,
+            path,
+            status,
+            duration_ms,
             extra={
-                "method": request.method,
+                "request_id": request_id,
+                "method": method,
                 "route": route,
-                "path": request.path,
-                "status": response.status_code,
-                "duration_ms": round(elapsed * 1000, 2),
+                "path": path,
+                "status": status,
+                "duration_ms": duration_ms,
                 "remote_addr": request.remote_addr,
                 "identity": g.get("identity"),
             },

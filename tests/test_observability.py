@@ -94,9 +94,10 @@ def test_json_logs_carry_the_request_id(served):
     server = start(LOG_FORMAT="json")
     for number in range(5):
         headers = {**viewer, "X-Request-ID": f"trace-{number}"}
-        assert server.get("/api/database/health", headers=headers)[0] == 200
+        assert server.get("/api/database/info", headers=headers)[0] == 200
     assert server.get("/nope", headers={"X-Request-ID": "trace-404"})[0] == 404
     server.get("/livez", headers={"X-Request-ID": "trace-quiet"})
+    server.get("/api/database/health", headers={**viewer, "X-Request-ID": "trace-polled"})
     server.stop()
     lines = [line for line in server.logs().splitlines() if line.strip()]
     records = [json.loads(line) for line in lines]  # every line is JSON
@@ -105,7 +106,7 @@ def test_json_logs_carry_the_request_id(served):
     ids = [r["request_id"] for r in requests]
     assert ids == [f"trace-{n}" for n in range(5)] + ["trace-404"]
     first = requests[0]
-    assert first["route"] == "/api/database/health" and first["status"] == 200
+    assert first["route"] == "/api/database/info" and first["status"] == 200
     assert first["identity"] == "test-viewer" and first["method"] == "GET" and first["duration_ms"] > 0
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["time"])
     assert any(r["logger"].startswith("gunicorn") for r in records)

@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from backend.console import check_statement
-from tests.conftest import bearer, create_database
+from tests.conftest import admin_engine, bearer, create_database
 
 CANARY_ROWS = [(1, "one"), (2, "two"), (3, "three")]
 
@@ -227,3 +227,28 @@ def test_parser_accepts_reads(query):
             check_statement(query, "postgresql")
         return
     assert check_statement(query, "postgresql") in ("select", "with")
+
+
+def test_readonly_url_runs_queries_as_that_role(make_app):
+    url, drop = create_database("postgresql")
+    server = admin_engine("postgresql")
+    role = f"ro_{url.rsplit('_', 1)[1]}"
+    with server.connect() as connection:
+        connection.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+    try:
+        app = make_app(DATABASE_URL=url, DATABASE_READONLY_URL=url.replace("postgres@", f"{role}@"))
+        database = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"], isolation_level="AUTOCOMMIT")
+        with database.connect() as connection:
+            connection.exec_driver_sql(f"GRANT SELECT ON users TO {role}")
+        database.dispose()
+        client, headers = app.test_client(), bearer(app, "admin")
+        assert run(client, headers, "SELECT current_user").json["data"]["rows"] == [[role]]
+        assert run(client, headers, "SELECT count(*) FROM users").json["data"]["rows"] == [[0]]
+        denied = run(client, headers, "SELECT count(*) FROM audit_events")
+        assert denied.status_code == 400 and denied.json["code"] == "query_error"
+        assert "permission denied" in denied.json["error"]
+    finally:
+        drop()
+        with server.connect() as connection:
+            connection.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
+        server.dispose()

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from .bounded import ConnectionProbe, fetch_row, probe_connection, run_bounded
+from .bounded import ConnectionProbe, probe_connection, run_bounded
 from .extensions import db
 
 

@@ -235,24 +235,25 @@ def run_query(query: str, params: dict[str, Any], max_rows: int) -> dict[str, An
     dialect = bounded.side_engine(None, "console").dialect.name
     first = check_statement(query, dialect)
     timeout_s = current_app.config["DB_STATEMENT_TIMEOUT_MS"] / 1000
+    timed_out = ApiError(504, "query_timeout", f"The query did not finish within {timeout_s:g}s", "Query timed out")
     try:
         return bounded.run_bounded(
             None, timeout_s + 1.0, lambda c: _run(c, query, params, max_rows, first), purpose="console"
         )
     except DeadlineExceeded:
-        raise ApiError(504, "query_timeout", f"The query did not finish within {timeout_s:g}s", "Query timed out")
+        raise timed_out from None
     except StatementError as error:
         if not isinstance(error, DBAPIError):
             raise reject(f"Bad parameters: {error.orig}") from None
         code = _driver_code(error)
         message = server_message(error)
         if code in TIMEOUT_CODES or "interrupted" in message:
-            raise ApiError(504, "query_timeout", f"The query did not finish within {timeout_s:g}s", "Query timed out")
+            raise timed_out from error
         if code in READ_ONLY_CODES or "readonly database" in message or "query_only" in message:
-            raise reject(f"The database refused a write: {message}")
+            raise reject(f"The database refused a write: {message}") from error
         if is_transient(error):
             raise
-        raise ApiError(400, "query_error", message, "The database refused the query")
+        raise ApiError(400, "query_error", message, "The database refused the query") from error
 
 
 def server_message(error: DBAPIError) -> str:

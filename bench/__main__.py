@@ -70,11 +70,11 @@ class Table:
 
     def print(self) -> None:
         widths = [max(len(row[i]) for row in self.rows + [("measure", "result", "target", "")]) for i in range(4)]
-        line = "| " + " | ".join(h.ljust(w) for h, w in zip(("measure", "result", "target", ""), widths)) + " |"
+        line = "| " + " | ".join(h.ljust(w) for h, w in zip(("measure", "result", "target", ""), widths, strict=True)) + " |"
         print(line)
         print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
         for row in self.rows:
-            print("| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |")
+            print("| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |")
 
 
 def interleaved(measures: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
@@ -89,7 +89,7 @@ def interleaved(measures: dict[str, Callable[[], float]]) -> dict[str, list[floa
 
 def ratio(samples: dict[str, list[float]], numerator: str, denominator: str) -> float:
     """The median over rounds of the ratio within each round: drifts of the machine cancel out."""
-    return statistics.median(a / b for a, b in zip(samples[numerator], samples[denominator]))
+    return statistics.median(a / b for a, b in zip(samples[numerator], samples[denominator], strict=True))
 
 
 def probe_cost(url: str) -> tuple[float, float]:

@@ -50,7 +50,7 @@ def healthz_app() -> Flask:
         try:
             db.session.execute(sa.text("SELECT 1"))
         except Exception as error:
-            raise HealthError(str(error))
+            raise HealthError(str(error)) from error
 
     app.config["HEALTHZ"] = {"live": lambda: None, "ready": ready}
     Healthz(app)

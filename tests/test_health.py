@@ -7,7 +7,6 @@ import sys
 import threading
 import time
 
-import pytest
 from flask_migrate import downgrade
 
 from tests.conftest import bearer, create_database

@@ -35,7 +35,7 @@ def test_backoff_doubles_with_jitter_and_stops(sqlite_app):
         always_locked()
     assert len(calls) == 4
     assert [int(d) for d in sleep.delays] == [1, 2, 4]
-    assert all(0 <= d - base <= 0.5 for d, base in zip(sleep.delays, [1, 2, 4]))
+    assert all(0 <= d - base <= 0.5 for d, base in zip(sleep.delays, [1, 2, 4], strict=True))
     assert info.value.retry_count == 3 and info.value.last_attempt.endswith("Z")
 
 

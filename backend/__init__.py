@@ -47,7 +47,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         "engine_options": {None: app.config["SQLALCHEMY_ENGINE_OPTIONS"], **app.config["SQLALCHEMY_BINDS"]},
         "monitor": HealthMonitor(app),
         "revoked": RevokedTokens(app),
-        "verified_tokens": auth.VerifiedTokens(),
+        "verified_tokens": {},  # Authorization header -> claims (auth.verified_claims)
     }
     with app.app_context():
         for engine in db.engines.values():

@@ -93,42 +93,27 @@ def admin_only(view: Callable[..., Any]) -> Callable[..., Any]:
     return view
 
 
-class VerifiedTokens:
-    """Claims of tokens this process has already verified, by their exact header value.
-
-    Verifying an HS256 token costs PyJWT about half a millisecond here (it checks
-    every base64 character in Python), more than a cached health answer. A token
-    byte-for-byte identical to one verified with this app's key needs no second
-    signature check; its expiry and revocation are still checked on every request,
-    and anything else goes through flask-jwt-extended in full.
-    """
-
-    SIZE = 1024
-
-    def __init__(self) -> None:
-        self.claims: dict[str, dict[str, Any]] = {}
-
-    def get(self, header: str) -> dict[str, Any] | None:
-        claims = self.claims.get(header)
-        if claims is None or claims["exp"] <= time.time() or revoked_tokens().contains(claims["jti"]):
-            return None
-        return claims
-
-    def put(self, header: str, claims: dict[str, Any]) -> None:
-        if len(self.claims) >= self.SIZE:
-            self.claims.clear()
-        self.claims[header] = claims
+VERIFIED_CACHE_SIZE = 1024
 
 
 def verified_claims() -> dict[str, Any]:
-    """The request's token claims; raises flask-jwt-extended's errors for a bad token."""
-    cache = current_app.extensions["dbhealth"]["verified_tokens"]
+    """The request's token claims; raises flask-jwt-extended's errors for a bad token.
+
+    Verifying an HS256 token costs PyJWT about half a millisecond here (it checks
+    every base64 character in Python), more than a cached health answer. A token
+    byte-for-byte identical to one this process verified with its key needs no
+    second signature check; expiry and revocation are still checked every time,
+    and anything else goes through flask-jwt-extended in full.
+    """
+    verified = current_app.extensions["dbhealth"]["verified_tokens"]
     header = request.headers.get("Authorization", "")
-    claims = cache.get(header)
-    if claims is None:
+    claims = verified.get(header)
+    if claims is None or claims["exp"] <= time.time() or revoked_tokens().contains(claims["jti"]):
         verify_jwt_in_request()
         claims = get_jwt()
-        cache.put(header, claims)
+        if len(verified) >= VERIFIED_CACHE_SIZE:
+            verified.clear()
+        verified[header] = claims
     return claims
 
 

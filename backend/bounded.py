@@ -15,8 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -39,7 +38,8 @@ def side_engine(key: str | None, purpose: str = "probe") -> Engine:
 
     ``probe`` engines run in autocommit; ``held`` ones too, without a pool, for
     ProbeConnection; ``console`` engines (for /test) run transactions, on
-    DATABASE_READONLY_URL for the primary when it is set.
+    DATABASE_READONLY_URL for the primary when it is set. For SQLite every
+    purpose but that one is the app's own engine.
     """
     app = current_app._get_current_object()
     engines = app.extensions["dbhealth"]["side_engines"]
@@ -80,35 +80,39 @@ def _make_side_engine(app: Flask, key: str | None, purpose: str) -> Engine:
     )
 
 
-@contextmanager
-def _side_connection(key: str | None, seconds: float, purpose: str) -> Iterator[Connection]:
-    with side_engine(key, purpose).connect() as connection:
+def retry_stale_once(seconds: float, attempt: Callable[[float], T]) -> T:
+    """Call ``attempt(remaining_seconds)``; once more, at once, if its connection died.
+
+    A connection kept from before a database restart fails on first use; that one
+    failure is retried on a fresh connection, as pre-ping would have, within the
+    same deadline. Any other failure is raised.
+    """
+    deadline_at = time.monotonic() + seconds
+    for tries in (1, 2):
         try:
-            with deadline(connection.connection.dbapi_connection, seconds):
-                yield connection
-        except DeadlineExceeded:
-            if not connection.invalidated:
-                connection.invalidate()
-            raise
+            return attempt(max(deadline_at - time.monotonic(), 0.001))
+        except DBAPIError as error:
+            if tries == 2 or not error.connection_invalidated or time.monotonic() >= deadline_at:
+                raise
+    raise AssertionError("unreachable")
 
 
 def run_bounded(
-    key: str | None, seconds: float, work: Callable[[Connection], Any], purpose: str = "probe"
-) -> Any:
-    """Run ``work`` on a side connection and give up after ``seconds``.
+    key: str | None, seconds: float, work: Callable[[Connection], T], purpose: str = "probe"
+) -> T:
+    """Run ``work`` on a side connection and give up after ``seconds``."""
 
-    A connection pooled before a database restart fails on first use; that one
-    failure is retried at once on a fresh connection, as pre-ping would have.
-    """
-    deadline_at = time.monotonic() + seconds
-    for attempt in (1, 2):
-        try:
-            with _side_connection(key, max(deadline_at - time.monotonic(), 0.001), purpose) as connection:
-                return work(connection)
-        except DBAPIError as error:
-            if attempt == 2 or not error.connection_invalidated or time.monotonic() >= deadline_at:
+    def attempt(remaining: float) -> T:
+        with side_engine(key, purpose).connect() as connection:
+            try:
+                with deadline(connection.connection.dbapi_connection, remaining):
+                    return work(connection)
+            except DeadlineExceeded:
+                if not connection.invalidated:
+                    connection.invalidate()
                 raise
-    raise AssertionError("unreachable")
+
+    return retry_stale_once(seconds, attempt)
 
 
 def driver_fetch(dbapi_connection: Any, dialect: Dialect, sql: str) -> tuple[Any, ...] | None:
@@ -135,29 +139,6 @@ def driver_fetch(dbapi_connection: Any, dialect: Dialect, sql: str) -> tuple[Any
                 pass
 
 
-def fetch_row(connection: Connection, sql: str) -> tuple[Any, ...] | None:
-    """``driver_fetch`` on a SQLAlchemy connection, which is invalidated if it died."""
-    try:
-        return driver_fetch(connection.connection.dbapi_connection, connection.dialect, sql)
-    except DBAPIError as error:
-        if error.connection_invalidated:
-            connection.invalidate(error.orig)
-        raise
-
-
-class ConnectionProbe:
-    """What a probe needs of a SQLAlchemy connection (the SQLite path)."""
-
-    def __init__(self, connection: Connection):
-        self.dialect = connection.dialect
-        self.url = connection.engine.url
-        self.info = connection.connection.info
-        self._connection = connection
-
-    def fetch(self, sql: str) -> tuple[Any, ...] | None:
-        return fetch_row(self._connection, sql)
-
-
 class ProbeConnection:
     """One connection per database, kept open between probes.
 
@@ -181,28 +162,28 @@ class ProbeConnection:
 
     def run(self, seconds: float, work: Callable[[ProbeConnection], T]) -> T:
         with self.lock:
-            deadline_at = time.monotonic() + seconds
-            for attempt in (1, 2):
-                fresh = self.pooled is None or self.pid != os.getpid()
-                if fresh:
-                    self._open()
-                try:
-                    with deadline(self.pooled.dbapi_connection, max(deadline_at - time.monotonic(), 0.001)):
-                        return work(self)
-                except DeadlineExceeded:
-                    self._close()
-                    raise
-                except DBAPIError as error:
-                    if not error.connection_invalidated:
-                        raise
-                    self._close()
-                    if fresh or attempt == 2 or time.monotonic() >= deadline_at:
-                        raise
-            raise AssertionError("unreachable")
+            return retry_stale_once(seconds, lambda remaining: self._attempt(remaining, work))
 
-    def close(self) -> None:
-        with self.lock:
+    def _attempt(self, seconds: float, work: Callable[[ProbeConnection], T]) -> T:
+        if self.pooled is None or self.pid != os.getpid():
+            self._open()
+        try:
+            with deadline(self.pooled.dbapi_connection, seconds):
+                return work(self)
+        except DeadlineExceeded:
             self._close()
+            raise
+        except DBAPIError as error:
+            if error.connection_invalidated:
+                self._close()
+            raise
+
+    def close(self) -> bool:
+        """Close the kept connection; True if there was one."""
+        with self.lock:
+            was_open = self.pooled is not None and self.pid == os.getpid()
+            self._close()
+            return was_open
 
     def _open(self) -> None:
         self._forget()
@@ -213,7 +194,7 @@ class ProbeConnection:
         self.pooled, self.pid = pooled, os.getpid()
 
     def _close(self) -> None:
-        if self.pooled is not None and self.pid == os.getpid():
+        if self.pooled is not None and self.pid == os.getpid():  # for SQLite: back to the app's pool
             try:
                 self.pooled.close()
             except Exception:
@@ -228,7 +209,7 @@ class ProbeConnection:
 
 
 def probe_connection(key: str | None) -> ProbeConnection:
-    """The kept-open probe connection of a server database (None is the primary)."""
+    """The kept-open probe connection of a database (None is the primary)."""
     connections = current_app.extensions["dbhealth"]["probe_connections"]
     connection = connections.get(key)
     if connection is None:

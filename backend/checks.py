@@ -7,23 +7,14 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from .bounded import ConnectionProbe, probe_connection, run_bounded
+from .bounded import ProbeConnection, probe_connection, run_bounded
 from .extensions import db
 
-
-class Probeable(Protocol):
-    """A kept-open ProbeConnection, or a SQLAlchemy connection wrapped for SQLite."""
-
-    dialect: Any
-    url: Any
-    info: dict[str, Any]
-
-    def fetch(self, sql: str) -> tuple[Any, ...] | None: ...
 
 # One round trip: client connections in use (cheaper than counting pg_stat_activity),
 # the limit, recovery state and replay lag (0 when everything received is replayed).
@@ -54,7 +45,7 @@ def _connections(used: Any, maximum: Any) -> dict[str, Any]:
     return {"used": used, "max": maximum, "percent": percent}
 
 
-def probe_postgresql(connection: Probeable, full: bool) -> dict[str, Any]:
+def probe_postgresql(connection: ProbeConnection, full: bool) -> dict[str, Any]:
     major, minor = connection.dialect.server_version_info[:2]
     facts: dict[str, Any] = {"database_type": "postgresql", "version": f"PostgreSQL {major}.{minor}"}
     if not full:
@@ -70,7 +61,7 @@ def probe_postgresql(connection: Probeable, full: bool) -> dict[str, Any]:
     }
 
 
-def _mysql_flavour(connection: Probeable) -> tuple[str, str]:
+def _mysql_flavour(connection: ProbeConnection) -> tuple[str, str]:
     """(database_type, version) from VERSION(), asked once per connection."""
     info = connection.info
     if "flavour" not in info:
@@ -85,7 +76,7 @@ def _mysql_flavour(connection: Probeable) -> tuple[str, str]:
     return info["flavour"]
 
 
-def probe_mysql(connection: Probeable, full: bool) -> dict[str, Any]:
+def probe_mysql(connection: ProbeConnection, full: bool) -> dict[str, Any]:
     flavour, version = _mysql_flavour(connection)
     facts: dict[str, Any] = {"database_type": flavour, "version": version}
     if not full:
@@ -106,7 +97,7 @@ def probe_mysql(connection: Probeable, full: bool) -> dict[str, Any]:
     }
 
 
-def probe_sqlite(connection: Probeable, full: bool) -> dict[str, Any]:
+def probe_sqlite(connection: ProbeConnection, full: bool) -> dict[str, Any]:
     connection.fetch("SELECT count(*) FROM sqlite_master")
     facts: dict[str, Any] = {
         "database_type": "sqlite",
@@ -134,8 +125,6 @@ def probe(key: str | None, seconds: float, full: bool = True) -> dict[str, Any]:
     one also counts connections and measures replica lag.
     """
     dialect = db.engines[key].dialect.name
-    if dialect == "sqlite":
-        return run_bounded(key, seconds, lambda connection: probe_sqlite(ConnectionProbe(connection), full))
     return probe_connection(key).run(seconds, lambda connection: PROBES[dialect](connection, full))
 
 

@@ -87,46 +87,39 @@ def health_json(data: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def health_response(data: dict[str, Any]):
-    status = 503 if data["status"] == "unhealthy" else 200
-    headers = {"Cache-Control": "no-store"}
-    if HEALTH_JSON in request.headers.get("Accept", ""):
-        return current_app.response_class(
-            current_app.json.dumps(health_json(data)), status=status, mimetype=HEALTH_JSON, headers=headers
-        )
-    if status == 503:
-        body = error_body("db_unavailable", data["message"], "Database unhealthy", data=data)
-    else:
-        body = {"success": True, "data": data}
-    return body, status, headers
-
-
-# The success body depends only on (snapshot, cached, admin): render it once.
+# A success body depends only on (snapshot, cached, admin): rendered once per snapshot.
 _rendered: dict[tuple[int, bool, bool], tuple[dict[str, Any], bytes]] = {}
 
 
-def rendered_body(snapshot: dict[str, Any], cached: bool, admin: bool) -> bytes:
+def _success_body(snapshot: dict[str, Any], cached: bool, admin: bool) -> bytes:
     key = (id(snapshot), cached, admin)
     hit = _rendered.get(key)
     if hit is None or hit[0] is not snapshot:
         if len(_rendered) > 16:
             _rendered.clear()
         data = {"success": True, "data": present(snapshot, cached, admin)}
-        body = current_app.json.dumps(data, separators=(",", ":")).encode()
-        hit = _rendered[key] = (snapshot, body)
+        hit = _rendered[key] = (snapshot, current_app.json.dumps(data, separators=(",", ":")).encode())
     return hit[1]
+
+
+def health_response(snapshot: dict[str, Any], cached: bool, admin: bool):
+    """200 or 503 with the health data, as JSON or as application/health+json."""
+    status = 503 if snapshot["status"] == "unhealthy" else 200
+    headers = {"Cache-Control": "no-store"}
+    if HEALTH_JSON in request.headers.get("Accept", ""):
+        body = current_app.json.dumps(health_json(present(snapshot, cached, admin)))
+        return current_app.response_class(body, status=status, mimetype=HEALTH_JSON, headers=headers)
+    if status == 503:
+        data = present(snapshot, cached, admin)
+        return error_body("db_unavailable", data["message"], "Database unhealthy", data=data), 503, headers
+    return current_app.response_class(_success_body(snapshot, cached, admin), mimetype="application/json", headers=headers)
 
 
 @bp.get("/health")
 def health():
     force = flag("force")
     snapshot, cached = monitor().health(force=force)
-    admin = is_admin()
-    if snapshot["status"] == "unhealthy" or HEALTH_JSON in request.headers.get("Accept", ""):
-        return health_response(present(snapshot, cached, admin))
-    return current_app.response_class(
-        rendered_body(snapshot, cached, admin), mimetype="application/json", headers={"Cache-Control": "no-store"}
-    )
+    return health_response(snapshot, cached, is_admin())
 
 
 @bp.get("/info")

@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_RECHECK_S = 30.0
 # Connections in use and server details are counted at most this often (and on
-# every probe of a replica, for its lag); the probes in between are one cheap query.
+# every probe of a replica, for its lag); the probes in between are one cheap
+# query, and report the last full facts with their own on top.
 FULL_FACTS_EVERY_S = 10.0
-FULL_FACT_KEYS = ("connections", "replication_lag_s", "journal_mode", "file_size_bytes", "disk_free_bytes")
 HISTORY = 120
 TRANSITIONS = 20
 LABELS = {"postgresql": "PostgreSQL", "mysql": "MySQL", "mariadb": "MariaDB", "tidb": "TiDB", "sqlite": "SQLite"}
@@ -156,10 +156,9 @@ class HealthMonitor:
             return self._failed(name, key, message, None, time.perf_counter() - started, timestamp)
         elapsed = time.perf_counter() - started
         if full:
-            kept = {k: facts[k] for k in FULL_FACT_KEYS if k in facts}
-            self.full_facts[name] = (time.monotonic(), {**kept, "replica": facts.get("replica")})
+            self.full_facts[name] = (time.monotonic(), dict(facts))
         else:
-            facts = {**{k: v for k, v in last_full[1].items() if k != "replica"}, **facts}
+            facts = {**last_full[1], **facts}
         engine = db.engines[key]
         pool = pool_facts(engine)
         warnings = self._warnings(name, key, facts, pool)

@@ -58,8 +58,7 @@ def dispose_pools(app: Flask) -> int:
     """Close this process's pooled and probe connections; returns how many idle ones were closed."""
     disposed = 0
     for probe_connection in list(app.extensions["dbhealth"]["probe_connections"].values()):
-        disposed += probe_connection.pooled is not None
-        probe_connection.close()
+        disposed += probe_connection.close()
     engines = {*db.engines.values(), *app.extensions["dbhealth"]["side_engines"].values()}
     for engine in engines:
         if isinstance(engine.pool, sa.pool.StaticPool):

@@ -43,8 +43,9 @@ class RevokedTokens:
     def __init__(self, app: Flask):
         self.app = app
         self.path = os.path.join(app.instance_path, LOCAL_COPY)
-        self.jtis: frozenset[str] = frozenset()
-        self.added: set[str] = set()
+        self.loaded = self._read_local_copy()  # the database's set as last seen, None if never
+        self.added: set[str] = set()  # revoked here and not yet seen in a load
+        self.jtis = self.loaded or frozenset()
         self.loaded_at = 0.0
         self.lock = threading.Lock()
         self.refreshing: threading.Thread | None = None
@@ -52,10 +53,7 @@ class RevokedTokens:
 
     def contains(self, jti: str) -> bool:
         if time.monotonic() - self.loaded_at > REFRESH_S:
-            first = self.loaded_at == 0.0
-            if first and self._read_local_copy():
-                first = False
-            self._refresh(wait=first)
+            self._refresh(wait=self.loaded_at == 0.0 and self.loaded is None)
         return jti in self.jtis
 
     def add(self, jti: str) -> None:
@@ -63,13 +61,12 @@ class RevokedTokens:
             self.added.add(jti)
             self.jtis = self.jtis | {jti}
 
-    def _read_local_copy(self) -> bool:
+    def _read_local_copy(self) -> frozenset[str] | None:
         try:
             with open(self.path) as handle:
-                self.jtis = frozenset(json.load(handle)) | self.jtis
-            return True
+                return frozenset(json.load(handle))
         except (OSError, ValueError):
-            return False
+            return None
 
     def _write_local_copy(self, jtis: frozenset[str]) -> None:
         temporary = f"{self.path}.{os.getpid()}"
@@ -97,7 +94,9 @@ class RevokedTokens:
                 rows = bounded.run_bounded(None, timeout, lambda connection: connection.execute(query).scalars().all())
             loaded = frozenset(rows)
             with self.lock:
-                changed = loaded != self.jtis - self.added
+                changed = loaded != self.loaded
+                self.added -= loaded
+                self.loaded = loaded
                 self.jtis = loaded | self.added
             if changed:
                 self._write_local_copy(loaded)

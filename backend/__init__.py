@@ -3,20 +3,26 @@ from __future__ import annotations
 
 import os
 import sys
-import weakref
 from collections import ChainMap
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
 
-from . import auth, cli, health, logs, pools, probes
+from . import logs
+from .api import register_blueprints
+from .auth import cli as auth_cli
+from .auth import tokens
+from .auth.revocation import RevokedTokens
 from .config import BIND_PREFIX, EXIT_MISCONFIGURED, SETTINGS, ConfigError, load_settings
-from .database import PROJECT_ROOT, engine_options, parse_url, prepare_engine
+from .db import reconnect
+from .db.engines import engine_options, prepare_engine
+from .db.urls import PROJECT_ROOT, parse_url
 from .errors import register_error_handlers
 from .extensions import db, jwt, migrate
-from .monitor import HealthMonitor, monitor
-from .revocation import RevokedTokens
+from .health import cli as health_cli
+from .health.monitor import HealthMonitor, monitor
+from .state import DbHealth, forget_connections_after_fork
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -41,26 +47,23 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
     jwt.init_app(app)
-    app.extensions["dbhealth"] = {
-        "side_engines": {},
-        "probe_connections": {},
-        "engine_options": {None: app.config["SQLALCHEMY_ENGINE_OPTIONS"], **app.config["SQLALCHEMY_BINDS"]},
-        "monitor": HealthMonitor(app),
-        "revoked": RevokedTokens(app),
-        "verified_tokens": {},  # Authorization header -> claims (auth.verified_claims)
-    }
+    app.extensions["dbhealth"] = DbHealth(
+        app=app,
+        engine_options={None: app.config["SQLALCHEMY_ENGINE_OPTIONS"], **app.config["SQLALCHEMY_BINDS"]},
+        monitor=HealthMonitor(app),
+        revoked=RevokedTokens(app),
+    )
     with app.app_context():
         for engine in db.engines.values():
             prepare_engine(engine)
-    _forget_connections_after_fork(app)
-    auth.init_app(app)
-    pools.init_app(app)
-    cli.init_app(app)
+    forget_connections_after_fork(app)
+    tokens.init_app(app)
+    reconnect.init_app(app)
+    auth_cli.init_app(app)
+    health_cli.init_app(app)
     app.json.sort_keys = False
 
-    app.register_blueprint(probes.bp)
-    app.register_blueprint(auth.bp)
-    app.register_blueprint(health.bp)
+    register_blueprints(app)
     if app.config["DB_HEALTH_CHECK_INTERVAL"] > 0:
         app.before_request(lambda: monitor().start_background())
 
@@ -92,18 +95,3 @@ def _database_config(app: Flask, settings: dict[str, Any]) -> dict[str, Any]:
         "READONLY_URL": parse_url(readonly, "DATABASE_READONLY_URL") if readonly else None,
         "MAX_CONTENT_LENGTH": 1024 * 1024,
     }
-
-
-def _forget_connections_after_fork(app: Flask) -> None:
-    """A forked child must not use sockets it shares with its parent (gunicorn --preload, multiprocessing)."""
-    app_ref = weakref.ref(app)
-
-    def forget() -> None:
-        app = app_ref()
-        if app is None:
-            return
-        with app.app_context():
-            for engine in {*db.engines.values(), *app.extensions["dbhealth"]["side_engines"].values()}:
-                engine.dispose(close=False)
-
-    os.register_at_fork(after_in_child=forget)

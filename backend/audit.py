@@ -5,10 +5,10 @@ from typing import Any
 
 from flask import g, has_request_context, request
 
+from .db.retry import with_db_retry
 from .extensions import db
 from .logs import current_request_id
 from .models import AuditEvent
-from .retry import with_db_retry
 
 
 @with_db_retry()

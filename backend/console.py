@@ -28,11 +28,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, StatementError
 
-from . import bounded
-from .database import scrub_secrets
-from .deadline import DeadlineExceeded
+from .db import side
+from .db.deadline import DeadlineExceeded
+from .db.retry import is_transient
+from .db.urls import scrub_secrets
 from .errors import ApiError
-from .retry import is_transient
 
 DEFAULT_QUERY = "SELECT 1"
 DEFAULT_MAX_ROWS = 100
@@ -232,12 +232,12 @@ def _driver_code(error: DBAPIError) -> Any:
 
 def run_query(query: str, params: dict[str, Any], max_rows: int) -> dict[str, Any]:
     """Run one checked statement read-only; raises ApiError for every way it can fail."""
-    dialect = bounded.side_engine(None, "console").dialect.name
+    dialect = side.side_engine(None, "console").dialect.name
     first = check_statement(query, dialect)
     timeout_s = current_app.config["DB_STATEMENT_TIMEOUT_MS"] / 1000
     timed_out = ApiError(504, "query_timeout", f"The query did not finish within {timeout_s:g}s", "Query timed out")
     try:
-        return bounded.run_bounded(
+        return side.run_bounded(
             None, timeout_s + 1.0, lambda c: _run(c, query, params, max_rows, first), purpose="console"
         )
     except DeadlineExceeded:

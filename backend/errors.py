@@ -8,9 +8,9 @@ from flask import Flask, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
+from .db.retry import is_transient
 from .extensions import db
 from .logs import current_request_id
-from .retry import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class ApiError(Exception):
 
 
 def error_body(code: str, error: str, message: str | None = None, **extra: Any) -> dict[str, Any]:
-    """The error envelope of SPEC section 3."""
+    """The error envelope every failure shares: success false, a stable code, the request id."""
     return {
         "success": False,
         "code": code,

@@ -96,7 +96,7 @@ def probe_cost(url: str) -> tuple[float, float]:
     """Median seconds of one primary probe (the light one, as most are) and of one raw
     psycopg2 SELECT 1, side by side."""
     from backend import create_app
-    from backend.checks import probe
+    from backend.health.dialects import probe
 
     app = create_app({"APP_ENV": "testing", "DATABASE_URL": url, "DB_HEALTH_CHECK_INTERVAL": 0,
                       "INSTANCE_PATH": "/tmp/dbhealth-bench-instance"})

@@ -14,11 +14,12 @@ import pytest
 import sqlalchemy as sa
 from flask_migrate import upgrade
 
-from backend import create_app, pools
-from backend.auth import issue_token
+from backend import create_app
+from backend.auth.tokens import issue_token
 from backend.config import BIND_PREFIX, SETTINGS
-from backend.database import mask_url
+from backend.db.urls import mask_url
 from backend.extensions import db
+from backend.state import state
 
 SERVERS = {
     "postgresql": os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
@@ -107,10 +108,10 @@ def make_app(tmp_path):
 
     yield make
     for app in apps:
-        app.extensions["dbhealth"]["monitor"].stop()
+        state(app).monitor.stop()
         with app.app_context():
             db.session.remove()
-            pools.dispose_pools(app)
+            state(app).dispose_connections()
 
 
 @pytest.fixture

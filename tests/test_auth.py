@@ -9,7 +9,7 @@ import jwt as pyjwt
 import pytest
 import sqlalchemy as sa
 
-from backend.auth import create_user
+from backend.auth.users import create_user
 from backend.extensions import db
 from backend.models import AuditEvent, RevokedToken, User
 from tests.conftest import bearer

@@ -9,7 +9,7 @@ import pytest
 
 from backend import create_app
 from backend.config import ConfigError, load_settings
-from backend.database import mask_url, parse_url
+from backend.db.urls import mask_url, parse_url
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,6 +9,7 @@ import time
 
 from flask_migrate import downgrade
 
+from backend.state import state
 from tests.conftest import bearer, create_database
 from tests.faults import ROOT, Proxy, free_port
 
@@ -171,10 +172,10 @@ def test_concurrent_requests_share_one_probe(make_app):
     try:
         app = make_app(DATABASE_URL=url.replace(":5432/", f":{proxy.port}/"), DB_HEALTH_CACHE_TTL=60)
         headers = bearer(app)
-        monitor = app.extensions["dbhealth"]["monitor"]
+        monitor = state(app).monitor
         client = app.test_client()
         client.get("/api/database/health", headers=headers)
-        before = monitor.checks_total
+        before = monitor.history.checks_total
         proxy.delay = 0.2  # every probe now takes a while, so the requests overlap
         answers = []
         barrier = threading.Barrier(20)
@@ -189,7 +190,7 @@ def test_concurrent_requests_share_one_probe(make_app):
         for thread in threads:
             thread.join()
         assert answers == [200] * 20
-        assert monitor.checks_total - before <= 2  # one probe, or two if a request arrived as the first ended
+        assert monitor.history.checks_total - before <= 2  # one probe, or two if a request arrived as the first ended
     finally:
         proxy.close()
         drop()
@@ -239,12 +240,12 @@ def test_monitor_runs_in_the_background_and_logs_transitions_once(make_app, capl
     try:
         app = make_app(DATABASE_URL=url.replace(":5432/", f":{proxy.port}/"), DB_HEALTH_CHECK_INTERVAL=0.2, DB_HEALTH_TIMEOUT=1)
         app.test_client().get("/livez")  # the first request starts the monitor in this process
-        monitor = app.extensions["dbhealth"]["monitor"]
-        wait_for(lambda: monitor.checks_total >= 2)
+        monitor = state(app).monitor
+        wait_for(lambda: monitor.history.checks_total >= 2)
         proxy.set_mode("reset")
-        wait_for(lambda: monitor.consecutive_failures >= 3)
+        wait_for(lambda: monitor.history.consecutive_failures >= 3)
         proxy.set_mode("pass")
-        wait_for(lambda: monitor.snapshot["status"] == "healthy" and monitor.consecutive_failures == 0)
+        wait_for(lambda: monitor.snapshot["status"] == "healthy" and monitor.history.consecutive_failures == 0)
         report = monitor.report()
         assert [(t["from"], t["to"]) for t in report["transitions"]] == [
             (None, "healthy"), ("healthy", "unhealthy"), ("unhealthy", "healthy")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from backend.state import state
+
 TABLES = {"users", "revoked_tokens", "audit_events", "alembic_version"}
 
 
@@ -22,8 +24,8 @@ def test_upgrade_check_downgrade_upgrade(make_app, database_url):
     assert check.exit_code == 0, check.output
     assert runner.invoke(args=["db", "current"]).exit_code == 0
     with app.app_context():
-        state = app.extensions["dbhealth"]["monitor"].migration_state(force=True)
-    assert state["up_to_date"] is True and state["current"] == state["head"]
+        migrations = state(app).monitor.migration_state(force=True)
+    assert migrations["up_to_date"] is True and migrations["current"] == migrations["head"]
     assert runner.invoke(args=["db", "downgrade", "base"]).exit_code == 0
     assert tables(app) & (TABLES - {"alembic_version"}) == set()
     assert runner.invoke(args=["db", "upgrade"]).exit_code == 0

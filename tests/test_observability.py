@@ -46,9 +46,9 @@ def served(make_app, tmp_path):
     for server in servers:
         server.stop()
     with app.app_context():
-        from backend import pools
+        from backend.state import state
 
-        pools.dispose_pools(app)
+        state(app).dispose_connections()
     drop()
 
 

@@ -12,7 +12,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from backend import pools
+from backend.state import state
 from tests.conftest import bearer
 from tests.faults import Gunicorn, PrivateCluster, Proxy
 
@@ -61,7 +61,7 @@ def server_env(cluster, tmp_path):
 def tokens(make_app, server_env):
     app = make_app(**server_env())  # also applies the migrations
     with app.app_context():
-        pools.dispose_pools(app)  # only the servers' connections stay open
+        state(app).dispose_connections()  # only the servers' connections stay open
     return bearer(app, "admin"), bearer(app, "viewer")
 
 

@@ -7,9 +7,9 @@ import threading
 import pytest
 import sqlalchemy as sa
 
+from backend.db.retry import is_transient, with_db_retry
 from backend.extensions import db
 from backend.models import User
-from backend.retry import is_transient, with_db_retry
 from tests.conftest import admin_engine, create_database
 from tests.faults import free_port
 

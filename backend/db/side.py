@@ -1,4 +1,4 @@
-"""Database calls with hard deadlines, on small pools of their own.
+"""Side engines by purpose, and database calls under a hard deadline on them.
 
 The side pools are separate from the application's pool on purpose: a probe
 must answer while the application pool is exhausted, must not pay pool
@@ -12,7 +12,6 @@ server that stops answering is cut off on time.
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -23,30 +22,30 @@ from flask import Flask, current_app
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
 
-from .database import connect_args
+from ..extensions import db
+from ..state import state
 from .deadline import DeadlineExceeded, deadline
-from .extensions import db
+from .engines import connect_args
 
 T = TypeVar("T")
-_engines_lock = threading.Lock()
-# Connections a forked child inherited: never used, never closed (the parent owns the socket).
-_INHERITED: list[Any] = []
+engines_lock = threading.Lock()
 
 
-def side_engine(key: str | None, purpose: str = "probe") -> Engine:
+def side_engine(key: str | None, purpose: str = "reads") -> Engine:
     """A small pool for a bind (None is the primary), built on first use.
 
-    ``probe`` engines run in autocommit; ``held`` ones too, without a pool, for
-    ProbeConnection; ``console`` engines (for /test) run transactions, on
+    ``reads`` engines (the service's own bounded reads: revoked tokens,
+    migrations, status facts) run in autocommit; ``kept`` ones too, without a
+    pool, for ProbeConnection; ``console`` engines (for /test) run transactions, on
     DATABASE_READONLY_URL for the primary when it is set. For SQLite every
     purpose but that one is the app's own engine.
     """
     app = current_app._get_current_object()
-    engines = app.extensions["dbhealth"]["side_engines"]
+    engines = state(app).side_engines
     engine = engines.get((key, purpose))
     if engine is not None:
         return engine
-    with _engines_lock:
+    with engines_lock:
         engine = engines.get((key, purpose))
         if engine is None:
             engine = engines[(key, purpose)] = _make_side_engine(app, key, purpose)
@@ -64,9 +63,9 @@ def _make_side_engine(app: Flask, key: str | None, purpose: str) -> Engine:
         return sa.create_engine(url)
     timeout = app.config["DB_HEALTH_TIMEOUT"]
     arguments = connect_args(url, min(timeout, app.config["DB_CONNECT_TIMEOUT"]))
-    if purpose == "held":  # every connection new: ProbeConnection keeps its own
+    if purpose == "kept":  # every connection new: ProbeConnection keeps its own
         return sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT", connect_args=arguments)
-    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if purpose == "probe" else {}
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if purpose == "reads" else {}
     return sa.create_engine(
         url,
         pool_size=1,
@@ -74,7 +73,7 @@ def _make_side_engine(app: Flask, key: str | None, purpose: str) -> Engine:
         pool_timeout=timeout,
         pool_recycle=app.config["DB_POOL_RECYCLE"],
         pool_pre_ping=False,
-        pool_reset_on_return=None if purpose == "probe" else "rollback",
+        pool_reset_on_return=None if purpose == "reads" else "rollback",
         connect_args=arguments,
         **options,
     )
@@ -98,7 +97,7 @@ def retry_stale_once(seconds: float, attempt: Callable[[float], T]) -> T:
 
 
 def run_bounded(
-    key: str | None, seconds: float, work: Callable[[Connection], T], purpose: str = "probe"
+    key: str | None, seconds: float, work: Callable[[Connection], T], purpose: str = "reads"
 ) -> T:
     """Run ``work`` on a side connection and give up after ``seconds``."""
 
@@ -137,85 +136,3 @@ def driver_fetch(dbapi_connection: Any, dialect: Dialect, sql: str) -> tuple[Any
                 cursor.close()
             except Exception:
                 pass
-
-
-class ProbeConnection:
-    """One connection per database, kept open between probes.
-
-    A probe then costs one round trip and no pool checkout. The monitor's single
-    flight means one probe at a time; the lock makes closing it (reconnect) wait
-    for a probe in progress, which the deadline bounds. A connection that turns
-    out dead is replaced at once, within the same deadline.
-    """
-
-    def __init__(self, engine: Engine):
-        self.engine = engine
-        self.dialect = engine.dialect
-        self.url = engine.url
-        self.lock = threading.Lock()
-        self.pooled: Any = None
-        self.pid = 0
-        self.info: dict[str, Any] = {}
-
-    def fetch(self, sql: str) -> tuple[Any, ...] | None:
-        return driver_fetch(self.pooled.dbapi_connection, self.dialect, sql)
-
-    def run(self, seconds: float, work: Callable[[ProbeConnection], T]) -> T:
-        with self.lock:
-            return retry_stale_once(seconds, lambda remaining: self._attempt(remaining, work))
-
-    def _attempt(self, seconds: float, work: Callable[[ProbeConnection], T]) -> T:
-        if self.pooled is None or self.pid != os.getpid():
-            self._open()
-        try:
-            with deadline(self.pooled.dbapi_connection, seconds):
-                return work(self)
-        except DeadlineExceeded:
-            self._close()
-            raise
-        except DBAPIError as error:
-            if error.connection_invalidated:
-                self._close()
-            raise
-
-    def close(self) -> bool:
-        """Close the kept connection; True if there was one."""
-        with self.lock:
-            was_open = self.pooled is not None and self.pid == os.getpid()
-            self._close()
-            return was_open
-
-    def _open(self) -> None:
-        self._forget()
-        try:
-            pooled = self.engine.raw_connection()
-        except self.dialect.loaded_dbapi.Error as error:  # pools raise the driver's own errors
-            raise DBAPIError.instance(None, None, error, self.dialect.loaded_dbapi.Error) from error
-        self.pooled, self.pid = pooled, os.getpid()
-
-    def _close(self) -> None:
-        if self.pooled is not None and self.pid == os.getpid():  # for SQLite: back to the app's pool
-            try:
-                self.pooled.close()
-            except Exception:
-                pass
-        self._forget()
-
-    def _forget(self) -> None:
-        if self.pooled is not None and self.pid != os.getpid():
-            _INHERITED.append(self.pooled)
-        self.pooled = None
-        self.info = {}
-
-
-def probe_connection(key: str | None) -> ProbeConnection:
-    """The kept-open probe connection of a database (None is the primary)."""
-    connections = current_app.extensions["dbhealth"]["probe_connections"]
-    connection = connections.get(key)
-    if connection is None:
-        engine = side_engine(key, "held")
-        with _engines_lock:
-            connection = connections.setdefault(key, ProbeConnection(engine))
-    return connection
-
-

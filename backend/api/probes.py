@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
-from . import metrics
-from .errors import ApiError, error_body
-from .monitor import monitor
+from .. import metrics
+from ..errors import ApiError, error_body
+from ..health.monitor import monitor
 
 bp = Blueprint("probes", __name__)
 

@@ -24,8 +24,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from . import metrics
-from .extensions import db
+from .. import metrics
+from ..extensions import db
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])

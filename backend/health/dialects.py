@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from .bounded import ProbeConnection, probe_connection, run_bounded
-from .extensions import db
-
+from ..db.probe_connection import ProbeConnection, probe_connection
+from ..db.side import run_bounded
+from ..extensions import db
 
 # One round trip: client connections in use (cheaper than counting pg_stat_activity),
 # the limit, recovery state and replay lag (0 when everything received is replayed).

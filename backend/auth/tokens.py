@@ -1,32 +1,21 @@
-"""Operators' access: login, logout, tokens with a role, and the role check for protected blueprints."""
+"""Tokens with a role: issued, verified once per process, and checked for protected blueprints."""
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from flask import Blueprint, Flask, current_app, g, request
 from flask_jwt_extended import create_access_token, get_jwt, verify_jwt_in_request
-from werkzeug.security import check_password_hash, generate_password_hash
 
-from . import audit
-from .errors import ApiError, error_body, json_object_body
-from .extensions import db, jwt
-from .models import ROLES, User, utcnow
-from .retry import with_db_retry
+from ..errors import ApiError, error_body
+from ..extensions import jwt
+from ..models import ROLES, utcnow
+from ..state import state
 from .revocation import revoke, revoked_tokens
 
-bp = Blueprint("auth", __name__, url_prefix="/api/auth")
 MAX_EXPIRES_IN = 366 * 24 * 3600
-
-
-@functools.cache
-def _dummy_hash() -> str:
-    """A hash to check against when the user does not exist, so timing does not tell."""
-    return generate_password_hash("not a real password")
 
 
 def issue_token(identity: str, role: str, expires_in: int | None = None) -> tuple[str, int]:
@@ -38,48 +27,6 @@ def issue_token(identity: str, role: str, expires_in: int | None = None) -> tupl
         identity=identity, additional_claims={"role": role}, expires_delta=timedelta(seconds=seconds)
     )
     return token, seconds
-
-
-@with_db_retry()
-def find_user(username: str) -> User | None:
-    return db.session.scalar(sa.select(User).where(User.username == username))
-
-
-@with_db_retry()
-def create_user(username: str, password: str, role: str) -> User:
-    user = User(username=username, password_hash=generate_password_hash(password), role=role)
-    db.session.add(user)
-    db.session.commit()
-    return user
-
-
-@bp.post("/login")
-def login():
-    body = json_object_body()
-    username, password = body.get("username"), body.get("password")
-    if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
-        raise ApiError(400, "bad_request", "username and password are required strings", "Bad request")
-    user = find_user(username)
-    password_ok = check_password_hash(user.password_hash if user else _dummy_hash(), password)
-    if user is None or not password_ok or not user.active:
-        audit.record("login", "denied", actor=username[:80])
-        raise ApiError(401, "invalid_credentials", "Invalid username or password", "Login failed")
-    token, expires_in = issue_token(user.username, user.role)
-    audit.record("login", "ok", actor=user.username, detail={"role": user.role})
-    return {
-        "success": True,
-        "data": {"access_token": token, "token_type": "Bearer", "expires_in": expires_in, "role": user.role},
-    }
-
-
-@bp.post("/logout")
-def logout():
-    verify_jwt_in_request()
-    claims = get_jwt()
-    expires_at = datetime.fromtimestamp(claims["exp"], timezone.utc).replace(tzinfo=None)
-    revoke(claims["jti"], expires_at)
-    audit.record("logout", "ok", actor=claims["sub"], target=claims["jti"])
-    return {"success": True, "data": {"revoked": claims["jti"]}}
 
 
 def revoke_jti(jti: str) -> bool:
@@ -105,7 +52,7 @@ def verified_claims() -> dict[str, Any]:
     second signature check; expiry and revocation are still checked every time,
     and anything else goes through flask-jwt-extended in full.
     """
-    verified = current_app.extensions["dbhealth"]["verified_tokens"]
+    verified = state().verified_tokens
     header = request.headers.get("Authorization", "")
     claims = verified.get(header)
     if claims is None or claims["exp"] <= time.time() or revoked_tokens().contains(claims["jti"]):

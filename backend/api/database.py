@@ -1,8 +1,4 @@
-"""The /api/database blueprint: health, info, status, the query console, reconnect and audit.
-
-Every route needs a token (``auth.protect``); views marked ``admin_only`` need
-the admin role.
-"""
+"""The /api/database routes for health, info, status, reconnect and the audit log."""
 from __future__ import annotations
 
 import logging
@@ -11,19 +7,21 @@ import platform
 import time
 from typing import Any
 
-from flask import Blueprint, current_app, request
+from flask import current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import audit, checks, console, metrics, pools
-from .auth import admin_only, is_admin, protect
-from .database import connection_facts, pool_facts
-from .deadline import DeadlineExceeded
-from .errors import ApiError, error_body, json_object_body
-from .extensions import db
-from .monitor import component_keys, iso_now, monitor
+from .. import audit, metrics
+from ..auth.tokens import admin_only, is_admin
+from ..db import reconnect as reconnection
+from ..db.deadline import DeadlineExceeded
+from ..db.facts import connection_facts, pool_facts
+from ..errors import ApiError, error_body
+from ..extensions import db
+from ..health import dialects
+from ..health.monitor import component_keys, iso_now, monitor
+from ..state import state
+from .blueprint import bp
 
-bp = Blueprint("database", __name__, url_prefix="/api/database")
-protect(bp)
 log = logging.getLogger(__name__)
 
 HEALTH_JSON = "application/health+json"
@@ -124,7 +122,7 @@ def health():
 
 @bp.get("/info")
 def info():
-    options = current_app.extensions["dbhealth"]["engine_options"]
+    options = state().engine_options
     keys = component_keys(current_app)
     facts = {name: connection_facts(db.engines[key], options[key]) for name, key in keys.items()}
     primary = facts.pop("primary")
@@ -156,7 +154,7 @@ def status():
         }
         if component["status"] != "unhealthy":
             try:
-                facts.update(checks.server_facts(key, timeout))
+                facts.update(dialects.server_facts(key, timeout))
             except (SQLAlchemyError, DeadlineExceeded) as error:
                 log.warning("server facts of %s unavailable: %s", name, type(error).__name__)
                 facts["error"] = "server facts unavailable"
@@ -175,52 +173,18 @@ def status():
                 "started_at": started_iso,
                 "uptime_seconds": round(time.time() - started),
                 "python": platform.python_version(),
-                "pool_generation": current_app.extensions["dbhealth"]["generation"],
+                "pool_generation": state().generation,
             },
         },
     }, 200, {"Cache-Control": "no-store"}
-
-
-@bp.post("/test")
-@admin_only
-def test_query():
-    body = json_object_body(optional=True)
-    detail: dict[str, Any] = {"query": body.get("query", console.DEFAULT_QUERY)}
-    if isinstance(body.get("params"), dict):
-        detail["params"] = sorted(map(str, body["params"]))
-    try:
-        query, params, max_rows = console.parse_request(body)
-        result = console.run_query(query, params, max_rows)
-    except ApiError as error:
-        detail["code"] = error.code
-        _audit_query("rejected" if error.status == 400 and error.code == "query_rejected" else error.code, detail)
-        raise
-    except SQLAlchemyError:
-        detail["code"] = "db_unavailable"
-        _audit_query("db_unavailable", detail)
-        raise
-    detail.update(row_count=result["row_count"], elapsed_ms=result["elapsed_ms"], truncated=result["truncated"])
-    _audit_query("ok", detail)
-    return {"success": True, "data": result}
-
-
-def _audit_query(outcome: str, detail: dict[str, Any]) -> None:
-    query = detail["query"] if isinstance(detail["query"], str) else repr(detail["query"])
-    detail["query"] = query[: console.MAX_QUERY_LENGTH]
-    try:
-        audit.record("test", outcome, target=query[:255], detail=detail)
-    except SQLAlchemyError:
-        log.error("audit event lost: action=test outcome=%s detail=%s", outcome, detail)
-        if outcome == "ok":
-            raise
 
 
 @bp.post("/reconnect")
 @admin_only
 def reconnect():
     app = current_app._get_current_object()
-    generation = pools.bump_generation(app)
-    disposed = pools.dispose_pools(app)
+    generation = reconnection.bump_generation(app)
+    disposed = state(app).dispose_connections()
     metrics.RECONNECTS.inc()
     snapshot, _ = monitor().health(force=True)
     data = {"generation": generation, "disposed_connections": disposed, "health": present(snapshot, False, True)}

@@ -1,8 +1,7 @@
-"""Command-line tools: ``flask auth ...`` for operators and tokens, ``flask dbhealth check`` for scripts."""
+"""``flask auth ...``: operators and tokens from the command line."""
 from __future__ import annotations
 
 import getpass
-import json
 import re
 import sys
 
@@ -11,18 +10,16 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.cli import AppGroup
 
-from . import audit
-from .auth import MAX_EXPIRES_IN, create_user, find_user, issue_token, revoke_jti
-from .extensions import db
-from .models import ROLES, User
-from .monitor import monitor
+from .. import audit
+from ..extensions import db
+from ..models import ROLES, User
+from .tokens import MAX_EXPIRES_IN, issue_token, revoke_jti
+from .users import create_user, find_user
 
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,80}$")
 MIN_PASSWORD = 8
-EXIT_CODES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 
 auth_cli = AppGroup("auth", help="Manage operators and tokens.")
-dbhealth_cli = AppGroup("dbhealth", help="Check the databases from the command line.")
 
 
 def _cli_actor() -> str:
@@ -78,20 +75,5 @@ def list_users_command() -> None:
         click.echo(f"{user.username}\t{user.role}\t{state}\t{user.created_at:%Y-%m-%d %H:%M}")
 
 
-@dbhealth_cli.command("check")
-@click.option("--json", "as_json", is_flag=True, help="Print the health data as JSON.")
-@click.option("--force", is_flag=True, help="Always probe (a command has no cache to reuse anyway).")
-def check_command(as_json: bool, force: bool) -> None:
-    """Probe the databases; exit 0 healthy, 1 degraded, 2 unhealthy, 3 misconfigured."""
-    snapshot, _ = monitor().health(force=True)
-    if as_json:
-        click.echo(json.dumps(snapshot, indent=2, default=str))
-    else:
-        parts = [f"{name} {c['status']} ({c['response_time_ms']} ms)" for name, c in snapshot["components"].items()]
-        click.echo(f"{snapshot['status']}: {snapshot['message']} [{', '.join(parts)}]")
-    sys.exit(EXIT_CODES[snapshot["status"]])
-
-
 def init_app(app: Flask) -> None:
     app.cli.add_command(auth_cli)
-    app.cli.add_command(dbhealth_cli)

@@ -1,4 +1,4 @@
-"""Dispose connection pools in every worker process of this server.
+"""Reconnect: dispose connection pools in every worker process of this server.
 
 ``/reconnect`` bumps a generation number kept in a small file in the instance
 folder. Every process compares that file's modification time (one ``stat``)
@@ -11,10 +11,9 @@ from __future__ import annotations
 import fcntl
 import os
 
-import sqlalchemy as sa
 from flask import Flask
 
-from .extensions import db
+from ..state import state
 
 GENERATION_FILE = "pool-generation"
 GENERATION_POLL_S = 1.0
@@ -49,45 +48,30 @@ def bump_generation(app: Flask) -> int:
         with open(temporary, "w") as handle:
             handle.write(str(generation))
         os.replace(temporary, _path(app))
-    state = app.extensions["dbhealth"]
-    state["generation"], state["generation_mtime"] = generation, _mtime(_path(app))
+    current = state(app)
+    current.generation, current.generation_mtime = generation, _mtime(_path(app))
     return generation
-
-
-def dispose_pools(app: Flask) -> int:
-    """Close this process's pooled and probe connections; returns how many idle ones were closed."""
-    disposed = 0
-    for probe_connection in list(app.extensions["dbhealth"]["probe_connections"].values()):
-        disposed += probe_connection.close()
-    engines = {*db.engines.values(), *app.extensions["dbhealth"]["side_engines"].values()}
-    for engine in engines:
-        if isinstance(engine.pool, sa.pool.StaticPool):
-            continue  # an in-memory SQLite database lives only in its one connection
-        if isinstance(engine.pool, sa.pool.QueuePool):
-            disposed += engine.pool.checkedin()
-        engine.dispose()
-    return disposed
 
 
 def apply_pending_reconnect(app: Flask) -> bool:
     """Dispose this process's pools if another process bumped the generation."""
-    state = app.extensions["dbhealth"]
+    current = state(app)
     mtime = _mtime(_path(app))
-    if mtime == state["generation_mtime"]:
+    if mtime == current.generation_mtime:
         return False
-    state["generation_mtime"] = mtime
+    current.generation_mtime = mtime
     generation = read_generation(app)
-    if generation == state["generation"]:
+    if generation == current.generation:
         return False
-    state["generation"] = generation
-    dispose_pools(app)
+    current.generation = generation
+    current.dispose_connections()
     return True
 
 
 def init_app(app: Flask) -> None:
-    state = app.extensions["dbhealth"]
-    state["generation_mtime"] = _mtime(_path(app))
-    state["generation"] = read_generation(app)
+    current = state(app)
+    current.generation_mtime = _mtime(_path(app))
+    current.generation = read_generation(app)
 
     @app.before_request
     def _dispose_if_asked():

@@ -19,12 +19,13 @@ import time
 from datetime import datetime
 
 import sqlalchemy as sa
-from flask import Flask, current_app
+from flask import Flask
 
-from . import bounded
-from .extensions import db
-from .models import RevokedToken, utcnow
-from .retry import with_db_retry
+from ..db import side
+from ..db.retry import with_db_retry
+from ..extensions import db
+from ..models import RevokedToken, utcnow
+from ..state import state
 
 REFRESH_S = 2.0
 # A fresh process with no local copy waits this long for its first load, so a
@@ -91,7 +92,7 @@ class RevokedTokens:
             with self.app.app_context():
                 query = sa.select(RevokedToken.jti).where(RevokedToken.expires_at > utcnow())
                 timeout = self.app.config["DB_HEALTH_TIMEOUT"]
-                rows = bounded.run_bounded(None, timeout, lambda connection: connection.execute(query).scalars().all())
+                rows = side.run_bounded(None, timeout, lambda connection: connection.execute(query).scalars().all())
             loaded = frozenset(rows)
             with self.lock:
                 changed = loaded != self.loaded
@@ -114,7 +115,7 @@ class RevokedTokens:
 
 
 def revoked_tokens() -> RevokedTokens:
-    return current_app.extensions["dbhealth"]["revoked"]
+    return state().revoked
 
 
 @with_db_retry()

@@ -1,0 +1,43 @@
+"""/api/auth: log in with a password for a token, log out to revoke it."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from flask import Blueprint
+from flask_jwt_extended import get_jwt, verify_jwt_in_request
+
+from .. import audit
+from ..auth.revocation import revoke
+from ..auth.tokens import issue_token
+from ..auth.users import check_password, find_user
+from ..errors import ApiError, json_object_body
+
+bp = Blueprint("auth", __name__, url_prefix="/api/auth")
+
+
+@bp.post("/login")
+def login():
+    body = json_object_body()
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
+        raise ApiError(400, "bad_request", "username and password are required strings", "Bad request")
+    user = find_user(username)
+    if not check_password(user, password):
+        audit.record("login", "denied", actor=username[:80])
+        raise ApiError(401, "invalid_credentials", "Invalid username or password", "Login failed")
+    token, expires_in = issue_token(user.username, user.role)
+    audit.record("login", "ok", actor=user.username, detail={"role": user.role})
+    return {
+        "success": True,
+        "data": {"access_token": token, "token_type": "Bearer", "expires_in": expires_in, "role": user.role},
+    }
+
+
+@bp.post("/logout")
+def logout():
+    verify_jwt_in_request()
+    claims = get_jwt()
+    expires_at = datetime.fromtimestamp(claims["exp"], timezone.utc).replace(tzinfo=None)
+    revoke(claims["jti"], expires_at)
+    audit.record("logout", "ok", actor=claims["sub"], target=claims["jti"])
+    return {"success": True, "data": {"revoked": claims["jti"]}}

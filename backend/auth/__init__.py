@@ -1,0 +1,1 @@
+"""Operators' access: users, tokens with a role, revocation, `flask auth`."""

@@ -1,0 +1,1 @@
+"""Databases: URLs, engines, side connections under deadlines, retries, reconnect."""

@@ -1,0 +1,1 @@
+"""The health monitor: probes per dialect, judging, migrations, history, `flask dbhealth`."""

@@ -1,0 +1,33 @@
+"""``flask dbhealth check``: the health of the databases as an exit status, for scripts."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+
+from .monitor import monitor
+
+EXIT_CODES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+
+dbhealth_cli = AppGroup("dbhealth", help="Check the databases from the command line.")
+
+
+@dbhealth_cli.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Print the health data as JSON.")
+@click.option("--force", is_flag=True, help="Always probe (a command has no cache to reuse anyway).")
+def check_command(as_json: bool, force: bool) -> None:
+    """Probe the databases; exit 0 healthy, 1 degraded, 2 unhealthy, 3 misconfigured."""
+    snapshot, _ = monitor().health(force=True)
+    if as_json:
+        click.echo(json.dumps(snapshot, indent=2, default=str))
+    else:
+        parts = [f"{name} {c['status']} ({c['response_time_ms']} ms)" for name, c in snapshot["components"].items()]
+        click.echo(f"{snapshot['status']}: {snapshot['message']} [{', '.join(parts)}]")
+    sys.exit(EXIT_CODES[snapshot["status"]])
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(dbhealth_cli)

@@ -1,0 +1,64 @@
+"""Judging health: facts in, status and messages out. No database, no Flask.
+
+The monitor gathers facts (a probe's answer, pool numbers, migration state);
+these functions alone decide what they mean, so every rule is testable with
+plain dictionaries.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+LABELS = {"postgresql": "PostgreSQL", "mysql": "MySQL", "mariadb": "MariaDB", "tidb": "TiDB", "sqlite": "SQLite"}
+
+
+def component_warnings(
+    facts: Mapping[str, Any],
+    pool: Mapping[str, Any],
+    limits: Mapping[str, Any],
+    migrations: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """What needs attention in one answering database.
+
+    ``limits`` holds the DB_*_WARN_PERCENT and DB_REPLICA_MAX_LAG_S settings;
+    ``migrations`` is given for the primary only.
+    """
+    warnings = []
+    connections = facts.get("connections") or {}
+    if connections.get("percent") is not None and connections["percent"] >= limits["DB_CONNECTIONS_WARN_PERCENT"]:
+        warnings.append(f"{connections['percent']}% of max_connections in use")
+    if pool.get("utilization_percent") is not None and pool["utilization_percent"] >= limits["DB_POOL_WARN_PERCENT"]:
+        warnings.append(f"connection pool {pool['utilization_percent']}% in use")
+    lag = facts.get("replication_lag_s")
+    if lag is not None and lag > limits["DB_REPLICA_MAX_LAG_S"]:
+        warnings.append(f"replica {lag:g}s behind its primary")
+    if migrations is not None:
+        if facts.get("read_only"):
+            warnings.append("the primary database is read-only")
+        if migrations.get("up_to_date") is False:
+            warnings.append(
+                f"migrations pending (database at {migrations['current']}, code at {migrations['head']})"
+            )
+    return warnings
+
+
+def component_verdict(database_type: str, warnings: list[str]) -> tuple[str, str]:
+    """(status, message) of a database that answered."""
+    label = LABELS.get(database_type, database_type)
+    if warnings:
+        return "degraded", f"{label} needs attention: " + "; ".join(warnings)
+    return "healthy", f"{label} connection healthy"
+
+
+def overall(components: Mapping[str, Mapping[str, Any]]) -> tuple[str, str]:
+    """(status, message) of the whole: the primary decides up or down, any other component can degrade it."""
+    primary = components["primary"]
+    failing = [name for name, c in components.items() if name != "primary" and c["status"] != "healthy"]
+    if primary["status"] == "unhealthy":
+        return "unhealthy", primary["message"]
+    if primary["status"] == "healthy" and not failing:
+        return "healthy", primary["message"]
+    message = primary["message"]
+    if failing:
+        message += "; needs attention: " + ", ".join(failing)
+    return "degraded", message

@@ -1,0 +1,238 @@
+"""The health of every database: probed, cached, shared and scheduled.
+
+One ``HealthMonitor`` per app and process keeps the last result for
+DB_HEALTH_CACHE_TTL seconds and lets concurrent callers share one in-flight
+probe (single flight). An optional daemon thread, started in the serving
+process on its first request (so never in a gunicorn master before fork),
+probes every DB_HEALTH_CHECK_INTERVAL seconds and applies pool disposals asked
+for by /reconnect in other workers. What the answers mean is judge.py's job.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import Flask
+from sqlalchemy.exc import SQLAlchemyError
+
+from .. import metrics
+from ..db import reconnect
+from ..db.deadline import DeadlineExceeded
+from ..db.facts import pool_facts
+from ..db.urls import scrub_secrets
+from ..extensions import db
+from ..state import state
+from . import dialects, judge
+from .history import ProbeHistory
+from .migrations import MigrationState
+
+log = logging.getLogger(__name__)
+
+# Connections in use and server details are counted at most this often (and on
+# every probe of a replica, for its lag); the probes in between are one cheap
+# query, and report the last full facts with their own on top.
+FULL_FACTS_EVERY_S = 10.0
+
+
+def iso_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def component_keys(app: Flask) -> dict[str, str | None]:
+    """Component name -> Flask-SQLAlchemy bind key (None is the primary)."""
+    return {"primary": None, **{name: name for name in app.config["DB_BINDS"]}}
+
+
+class HealthMonitor:
+    def __init__(self, app: Flask):
+        self.app = app
+        self.lock = threading.Lock()  # guards snapshot, snapshot_at, inflight, full_facts, thread_pid
+        self.snapshot: dict[str, Any] | None = None
+        self.snapshot_at = 0.0
+        self.inflight: Future | None = None
+        self.full_facts: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.thread_pid: int | None = None
+        self.stopped = threading.Event()
+        self.history = ProbeHistory()
+        self.migrations = MigrationState(app)
+
+    def health(self, force: bool = False) -> tuple[dict[str, Any], bool]:
+        """The latest health and whether it was reused from the cache."""
+        with self.lock:
+            if not force and self._fresh():
+                return self.snapshot, True
+            future = self.inflight
+            leader = future is None
+            if leader:
+                future = self.inflight = Future()
+        if not leader:
+            return future.result(timeout=self.app.config["DB_HEALTH_TIMEOUT"] + 5), False
+        try:
+            snapshot = self._check_all()
+            future.set_result(snapshot)
+            return snapshot, False
+        except BaseException as error:
+            future.set_exception(error)
+            raise
+        finally:
+            with self.lock:
+                self.inflight = None
+
+    def cached(self) -> dict[str, Any] | None:
+        """The last result if still within its TTL, without probing."""
+        with self.lock:
+            return self.snapshot if self._fresh() else None
+
+    def _fresh(self) -> bool:
+        ttl = self.app.config["DB_HEALTH_CACHE_TTL"]
+        return self.snapshot is not None and time.monotonic() - self.snapshot_at < ttl
+
+    def migration_state(self, force: bool = False) -> dict[str, Any]:
+        return self.migrations.get(force)
+
+    def _check_all(self) -> dict[str, Any]:
+        """Probe the primary here and every bind in parallel, then judge the whole."""
+        reconnect.apply_pending_reconnect(self.app)
+        keys = component_keys(self.app)
+        timeout = self.app.config["DB_HEALTH_TIMEOUT"]
+        binds = [name for name in keys if name != "primary"]
+        results: dict[str, dict[str, Any]] = {}
+        executor = ThreadPoolExecutor(len(binds), thread_name_prefix="probe") if binds else None
+        try:
+            futures = {name: executor.submit(self._probe_in_context, name, keys[name]) for name in binds} if executor else {}
+            results["primary"] = self._probe_component("primary", None)
+            for name, future in futures.items():
+                try:
+                    results[name] = future.result(timeout=timeout + 1)
+                except FutureTimeout:
+                    message = "No answer within the health timeout"
+                    results[name] = _result(keys[name], name, "unhealthy", message, timeout, iso_now(), {})
+        finally:
+            if executor:
+                executor.shutdown(wait=False)
+        status, message = judge.overall(results)
+        snapshot = {**results["primary"], "status": status, "message": message, "components": results}
+        self._remember(snapshot)
+        return snapshot
+
+    def _probe_in_context(self, name: str, key: str | None) -> dict[str, Any]:
+        with self.app.app_context():
+            return self._probe_component(name, key)
+
+    def _probe_component(self, name: str, key: str | None) -> dict[str, Any]:
+        timeout = self.app.config["DB_HEALTH_TIMEOUT"]
+        started, timestamp = time.perf_counter(), iso_now()
+        with self.lock:
+            last_full = self.full_facts.get(name)
+        full = last_full is None or time.monotonic() - last_full[0] >= FULL_FACTS_EVERY_S or last_full[1].get("replica")
+        try:
+            facts = dialects.probe(key, timeout, full)
+        except DeadlineExceeded:
+            message = f"No answer from the database within {timeout:g}s"
+            return _result(key, name, "unhealthy", message, time.perf_counter() - started, timestamp, {})
+        except SQLAlchemyError as error:
+            cause = getattr(error, "orig", None) or error
+            detail = scrub_secrets(str(cause).strip())
+            log.warning("probe of %s failed: %s", name, detail)
+            message = f"Database unreachable ({type(cause).__name__})"
+            elapsed = time.perf_counter() - started
+            return _result(key, name, "unhealthy", message, elapsed, timestamp, {}, error=detail)
+        except Exception:
+            log.exception("probe of %s failed unexpectedly", name)
+            message = "Health probe failed unexpectedly"
+            return _result(key, name, "unhealthy", message, time.perf_counter() - started, timestamp, {})
+        elapsed = time.perf_counter() - started
+        if full:
+            with self.lock:
+                self.full_facts[name] = (time.monotonic(), dict(facts))
+        else:
+            facts = {**last_full[1], **facts}
+        pool = pool_facts(db.engines[key])
+        migrations = self.migration_state() if key is None else None
+        warnings = judge.component_warnings(facts, pool, self.app.config, migrations)
+        status, message = judge.component_verdict(facts["database_type"], warnings)
+        return _result(key, name, status, message, elapsed, timestamp, facts, warnings=warnings, pool=pool)
+
+    def _remember(self, snapshot: dict[str, Any]) -> None:
+        with self.lock:
+            self.snapshot, self.snapshot_at = snapshot, time.monotonic()
+        previous = self.history.record(snapshot)
+        if previous is not None and previous != snapshot["status"]:
+            level = logging.INFO if snapshot["status"] == "healthy" else logging.WARNING
+            log.log(level, "database health changed: %s -> %s (%s)", previous, snapshot["status"], snapshot["message"])
+
+    def report(self) -> dict[str, Any]:
+        """The monitor section of /status."""
+        return {
+            "background_interval_s": self.app.config["DB_HEALTH_CHECK_INTERVAL"],
+            "background_running": self.thread_pid == os.getpid(),
+            **self.history.report(),
+        }
+
+    def start_background(self) -> None:
+        """Start the probing thread in this process, once."""
+        if self.thread_pid == os.getpid():
+            return
+        with self.lock:
+            if self.thread_pid == os.getpid():
+                return
+            self.thread_pid = os.getpid()
+        threading.Thread(target=self._loop, name="db-health-monitor", daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def _loop(self) -> None:
+        interval = self.app.config["DB_HEALTH_CHECK_INTERVAL"]
+        while not self.stopped.wait(reconnect.GENERATION_POLL_S):
+            try:
+                with self.app.app_context():
+                    reconnect.apply_pending_reconnect(self.app)
+                    if interval and time.monotonic() - self.snapshot_at >= interval:
+                        self.health(force=True)
+            except Exception:
+                log.exception("background health check failed")
+
+
+def _result(
+    key: str | None,
+    name: str,
+    status: str,
+    message: str,
+    elapsed: float,
+    timestamp: str,
+    facts: dict[str, Any],
+    *,
+    warnings: list[str] | None = None,
+    pool: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """One component's result, the same shape up or down; ``error`` is the driver's text, for admins only."""
+    engine = db.engines[key]
+    pool = pool if pool is not None else pool_facts(engine)
+    metrics.record_probe(name, status, elapsed, pool)
+    result = {
+        "status": status,
+        "database_type": facts.pop("database_type", engine.dialect.name),
+        "version": facts.pop("version", None),
+        "timestamp": timestamp,
+        "response_time_ms": round(elapsed * 1000, 2),
+        "cached": False,
+        "pool_status": pool,
+        "message": message,
+        "warnings": warnings or [],
+        **facts,
+    }
+    if status == "unhealthy":
+        result["error"] = error
+    return result
+
+
+def monitor() -> HealthMonitor:
+    return state().monitor

@@ -6,7 +6,9 @@ goes to stderr, as JSON when LOG_FORMAT=json.
 """
 import multiprocessing
 import os
+import secrets
 import shutil
+import socket
 import sys
 import tempfile
 
@@ -39,6 +41,10 @@ if os.environ.get("LOG_FORMAT", "text").lower() == "json":
         },
     }
 
+# One instance id for every worker of this server: chosen here, in the master,
+# before it forks (backend/config.py validates it; the same shape as its default).
+os.environ.setdefault("INSTANCE_ID", f"{socket.gethostname().split('.')[0][:57] or 'host'}-{secrets.token_hex(3)}")
+
 # Prometheus multiprocess mode: every worker writes its samples to files in this
 # folder and /metrics adds them up. It must be set before a worker imports the app.
 # Every run starts with an empty folder (emptied here, as the master reads this file).
@@ -46,6 +52,15 @@ _own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"dbhealth-metrics-{os.getpid()}"))
 shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+
+def post_worker_init(worker):
+    """Start the worker's poller at once: an idle worker applies reconnects and may become the probing worker."""
+    app = worker.wsgi
+    if "dbhealth" in getattr(app, "extensions", {}):
+        from backend.fleet import start_background
+
+        start_background(app)
 
 
 def child_exit(server, worker):

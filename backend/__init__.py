@@ -20,8 +20,10 @@ from .db.engines import engine_options, prepare_engine
 from .db.urls import PROJECT_ROOT, parse_url
 from .errors import register_error_handlers
 from .extensions import db, jwt, migrate
+from .fleet import init_app as init_fleet
+from .fleet.leader import ProbeLeader
 from .health import cli as health_cli
-from .health.monitor import HealthMonitor, monitor
+from .health.monitor import HealthMonitor
 from .state import DbHealth, forget_connections_after_fork
 
 
@@ -52,6 +54,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         engine_options={None: app.config["SQLALCHEMY_ENGINE_OPTIONS"], **app.config["SQLALCHEMY_BINDS"]},
         monitor=HealthMonitor(app),
         revoked=RevokedTokens(app),
+        leader=ProbeLeader(app.instance_path),
     )
     with app.app_context():
         for engine in db.engines.values():
@@ -59,13 +62,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     forget_connections_after_fork(app)
     tokens.init_app(app)
     reconnect.init_app(app)
+    init_fleet(app)
     auth_cli.init_app(app)
     health_cli.init_app(app)
     app.json.sort_keys = False
 
     register_blueprints(app)
-    if app.config["DB_HEALTH_CHECK_INTERVAL"] > 0:
-        app.before_request(lambda: monitor().start_background())
 
     register_error_handlers(app)
     return app

@@ -7,7 +7,9 @@ exit status 3 (the "misconfigured" status of ``flask dbhealth check``).
 """
 from __future__ import annotations
 
+import re
 import secrets
+import socket
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -79,6 +81,30 @@ def _choice(*choices: str, upper: bool = False) -> Callable[[str, str], str]:
     return parse
 
 
+INSTANCE_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_default_instance_id: str | None = None
+
+
+def _instance_id(name: str, raw: str) -> str:
+    value = str(raw).strip()
+    if not INSTANCE_ID_PATTERN.fullmatch(value):
+        raise ConfigError(f"{name} must be 1-64 characters of A-Z a-z 0-9 . _ -, got {raw!r}")
+    return value
+
+
+def default_instance_id() -> str:
+    """The host name and a short random suffix, chosen once per process.
+
+    Under gunicorn the master sets INSTANCE_ID before it forks (gunicorn.conf.py),
+    so every worker shares one; ``flask run`` gets one per process.
+    """
+    global _default_instance_id
+    if _default_instance_id is None:
+        host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname().split(".")[0])[:57] or "host"
+        _default_instance_id = f"{host}-{secrets.token_hex(3)}"
+    return _default_instance_id
+
+
 positive_int = _integer(1, "a positive integer")
 non_negative_int = _integer(0, "a non-negative integer")
 positive_seconds = _number(0, "a positive number of seconds", allow_equal=False)
@@ -107,6 +133,8 @@ SETTINGS: dict[str, tuple[Callable[[str, str], Any], Any]] = {
     "JWT_SECRET_KEY": (_text, None),
     "JWT_ACCESS_TOKEN_EXPIRES": (positive_int, 3600),
     "METRICS_TOKEN": (_text, None),
+    "INSTANCE_ID": (_instance_id, None),
+    "DB_HISTORY_RETENTION_DAYS": (positive_int, 30),
     "LOG_LEVEL": (_choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", upper=True), "INFO"),
     "LOG_FORMAT": (_choice("text", "json"), "text"),
 }
@@ -123,6 +151,7 @@ def load_settings(environ: Mapping[str, Any]) -> dict[str, Any]:
         else:
             settings[name] = parse(name, raw)
 
+    settings["INSTANCE_ID"] = settings["INSTANCE_ID"] or default_instance_id()
     settings["DB_BINDS"] = {
         name[len(BIND_PREFIX):].lower(): str(value).strip()
         for name, value in sorted(environ.items())

@@ -1,4 +1,4 @@
-"""Tables of the service: operators, revoked tokens and the audit trail."""
+"""Tables of the service: operators, revoked tokens, the audit trail, and what instances share."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -64,3 +64,39 @@ class AuditEvent(db.Model):
             "remote_addr": self.remote_addr,
             "request_id": self.request_id,
         }
+
+
+class ReconnectGeneration(db.Model):
+    """One row per POST /reconnect: its id is the generation every worker of every instance applies."""
+
+    __tablename__ = "reconnect_generations"
+
+    generation: Mapped[int] = mapped_column(primary_key=True)
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    instance: Mapped[str] = mapped_column(sa.String(64))
+
+
+class ReconnectApplied(db.Model):
+    """A worker of an instance disposed its connections for a generation."""
+
+    __tablename__ = "reconnect_applied"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    generation: Mapped[int] = mapped_column(index=True)
+    instance: Mapped[str] = mapped_column(sa.String(64))
+    pid: Mapped[int]
+    applied_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class HealthTransition(db.Model):
+    """A component's status changed on an instance (or its server changed), kept DB_HISTORY_RETENTION_DAYS."""
+
+    __tablename__ = "health_transitions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    instance: Mapped[str] = mapped_column(sa.String(64))
+    component: Mapped[str] = mapped_column(sa.String(64))
+    from_status: Mapped[str | None] = mapped_column(sa.String(16))
+    to_status: Mapped[str] = mapped_column(sa.String(16))
+    message: Mapped[str | None] = mapped_column(sa.String(500))

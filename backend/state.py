@@ -3,12 +3,14 @@
 Stored as ``app.extensions["dbhealth"]``, the way Flask-SQLAlchemy keeps its own
 state, and reached through ``state()``. It owns what outlives a request: the
 side engines and kept-open probe connections, the monitor, the revoked-token
-set, and the pool generation this process applied. Connection lifecycle (dispose
-on reconnect, forget after a fork) lives here, in one place.
+set, the pool generation this process applied, and this process's part in the
+instance (whether it is the probing worker, its poller thread). Connection
+lifecycle (dispose on reconnect, forget after a fork) lives here, in one place.
 """
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,7 @@ from .extensions import db
 
 if TYPE_CHECKING:
     from .auth.revocation import RevokedTokens
+    from .fleet.leader import ProbeLeader
     from .db.probe_connection import ProbeConnection
     from .health.monitor import HealthMonitor
 
@@ -30,11 +33,21 @@ class DbHealth:
     engine_options: dict[str | None, dict[str, Any]]
     monitor: HealthMonitor
     revoked: RevokedTokens
+    leader: ProbeLeader
     side_engines: dict[tuple[str | None, str], sa.Engine] = field(default_factory=dict)
     probe_connections: dict[str | None, ProbeConnection] = field(default_factory=dict)
     verified_tokens: dict[str, dict[str, Any]] = field(default_factory=dict)  # Authorization header -> claims
     generation: int = 0  # the pool generation this process last applied
+    generation_local: int = 0  # reconnects asked through the instance folder alone (database down)
     generation_mtime: int = 0
+    generation_seen: int | None = None  # the database's latest generation at the last poll
+    generation_lock: threading.Lock = field(default_factory=threading.Lock)
+    unrecorded: list[tuple[int, Any]] = field(default_factory=list)  # generations applied, not yet stored
+    last_probe: dict[str, Any] | None = None  # this process's own last probe, for /status workers
+    poller_pid: int | None = None
+    poller_thread: threading.Thread | None = None
+    wake: threading.Event = field(default_factory=threading.Event)  # something for the poller to do now
+    pruned_at: float = 0.0
 
     def engines(self) -> set[sa.Engine]:
         """Every engine of this app: Flask-SQLAlchemy's and the side ones."""

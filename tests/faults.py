@@ -74,6 +74,10 @@ class Proxy:
                 continue
             upstream.settimeout(None)
             with self.lock:
+                if self.closed:  # closed while this connection was being set up
+                    client.close()
+                    upstream.close()
+                    return
                 self.connections += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
@@ -99,7 +103,8 @@ class Proxy:
                     pass
 
     def close(self) -> None:
-        self.closed = True
+        with self.lock:
+            self.closed = True
         self.server.close()
         with self.lock:
             for sock in self.connections:
@@ -112,9 +117,9 @@ class Proxy:
 def _reset(sock: socket.socket) -> None:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.close()
     except OSError:
-        pass
+        pass  # already shut down: closing it is all that is left
+    sock.close()
 
 
 def postgres_bin(name: str) -> str:

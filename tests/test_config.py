@@ -23,6 +23,10 @@ def test_defaults():
     assert settings["DB_RETRY_ATTEMPTS"] == 3
     assert settings["LOG_FORMAT"] == "text"
     assert len(settings["JWT_SECRET_KEY"]) >= 32
+    assert settings["DB_HISTORY_RETENTION_DAYS"] == 30
+    assert settings["INSTANCE_ID"] == load_settings({})["INSTANCE_ID"]  # chosen once per process
+    assert settings["INSTANCE_ID"].rsplit("-", 1)[1].isalnum() and len(settings["INSTANCE_ID"]) <= 64
+    assert load_settings({"INSTANCE_ID": "web-1"})["INSTANCE_ID"] == "web-1"
 
 
 @pytest.mark.parametrize(
@@ -38,6 +42,9 @@ def test_defaults():
         ("APP_ENV", "staging", "APP_ENV must be one of development, testing, production, got 'staging'"),
         ("LOG_FORMAT", "xml", "LOG_FORMAT must be one of text, json, got 'xml'"),
         ("JWT_SECRET_KEY", "short", "JWT_SECRET_KEY must be at least 32 characters, got 5"),
+        ("INSTANCE_ID", "web 1", "INSTANCE_ID must be 1-64 characters of A-Z a-z 0-9 . _ -, got 'web 1'"),
+        ("INSTANCE_ID", "x" * 65, f"INSTANCE_ID must be 1-64 characters of A-Z a-z 0-9 . _ -, got '{'x' * 65}'"),
+        ("DB_HISTORY_RETENTION_DAYS", "0", "DB_HISTORY_RETENTION_DAYS must be a positive integer, got '0'"),
     ],
 )
 def test_bad_values_name_the_variable(name, value, message):

@@ -101,8 +101,9 @@ def test_status_page(client, viewer, database_url):
     monitor = data["monitor"]
     assert monitor["checks_total"] >= 1 and monitor["failures_total"] == 0
     assert monitor["latency_ms"]["p50"] > 0 and monitor["latency_ms"]["max"] >= monitor["latency_ms"]["p95"]
-    assert monitor["transitions"][0]["to"] == "healthy"
+    assert monitor["transitions"] == []  # starting up healthy is not a change
     assert data["process"]["pid"] > 0 and data["process"]["started_at"].endswith("Z")
+    assert data["instance"] and data["reconnect"] == {"generation": 0, "applied_by": []}
 
 
 def test_a_bind_down_degrades_while_the_primary_is_healthy(make_app):
@@ -239,19 +240,27 @@ def test_monitor_runs_in_the_background_and_logs_transitions_once(make_app, capl
     proxy = Proxy(5432)
     try:
         app = make_app(DATABASE_URL=url.replace(":5432/", f":{proxy.port}/"), DB_HEALTH_CHECK_INTERVAL=0.2, DB_HEALTH_TIMEOUT=1)
-        app.test_client().get("/livez")  # the first request starts the monitor in this process
+        client = app.test_client()
+        client.get("/livez")  # the first request starts the monitor in this process
         monitor = state(app).monitor
         wait_for(lambda: monitor.history.checks_total >= 2)
         proxy.set_mode("reset")
         wait_for(lambda: monitor.history.consecutive_failures >= 3)
         proxy.set_mode("pass")
         wait_for(lambda: monitor.snapshot["status"] == "healthy" and monitor.history.consecutive_failures == 0)
-        report = monitor.report()
-        assert [(t["from"], t["to"]) for t in report["transitions"]] == [
-            (None, "healthy"), ("healthy", "unhealthy"), ("unhealthy", "healthy")
+
+        def stored():
+            data = client.get("/api/database/status", headers=bearer(app)).json["data"]
+            return [t for t in data["monitor"]["transitions"] if t["stored"]]
+
+        wait_for(lambda: len(stored()) == 2)  # the outage was spooled, and written once the database was back
+        assert [(t["component"], t["from"], t["to"]) for t in reversed(stored())] == [
+            ("primary", "healthy", "unhealthy"), ("primary", "unhealthy", "healthy")
         ]
-        logged = [r.getMessage() for r in caplog.records if "database health changed" in r.getMessage()]
+        assert {t["instance"] for t in stored()} == {app.config["INSTANCE_ID"]}
+        logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("primary: ")]
         assert len(logged) == 2
+        report = monitor.report()
         assert report["failures_total"] >= 3 and report["last_error"]
     finally:
         proxy.close()

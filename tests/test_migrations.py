@@ -5,7 +5,10 @@ import sqlalchemy as sa
 
 from backend.state import state
 
-TABLES = {"users", "revoked_tokens", "audit_events", "alembic_version"}
+TABLES = {
+    "users", "revoked_tokens", "audit_events", "alembic_version",
+    "reconnect_generations", "reconnect_applied", "health_transitions",
+}
 
 
 def tables(app):

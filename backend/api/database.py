@@ -17,7 +17,8 @@ from ..db.deadline import DeadlineExceeded
 from ..db.facts import connection_facts, pool_facts
 from ..errors import ApiError, error_body
 from ..extensions import db
-from ..health import dialects
+from ..fleet.workers import live_workers
+from ..health import dialects, transitions
 from ..health.monitor import component_keys, iso_now, monitor
 from ..state import state
 from .blueprint import bp
@@ -160,14 +161,21 @@ def status():
                 facts["error"] = "server facts unavailable"
         server[name] = facts
     started, started_iso = STARTED_AT
+    history, history_error = transitions.recent(current_app, timeout)
+    report = {**monitor().report(), "transitions": history, "history_retention_days": current_app.config["DB_HISTORY_RETENTION_DAYS"]}
+    if history_error:
+        report["transitions_error"] = history_error
     return {
         "success": True,
         "data": {
+            "instance": current_app.config["INSTANCE_ID"],
             "health": data,
             "pool": pool,
             "server": server,
             "migrations": monitor().migration_state(),
-            "monitor": monitor().report(),
+            "monitor": report,
+            "reconnect": reconnection.report(current_app),
+            "workers": live_workers(current_app.instance_path),
             "process": {
                 "pid": os.getpid(),
                 "started_at": started_iso,
@@ -183,12 +191,12 @@ def status():
 @admin_only
 def reconnect():
     app = current_app._get_current_object()
-    generation = reconnection.bump_generation(app)
-    disposed = state(app).dispose_connections()
+    applied = reconnection.request_reconnect(app)
     metrics.RECONNECTS.inc()
     snapshot, _ = monitor().health(force=True)
-    data = {"generation": generation, "disposed_connections": disposed, "health": present(snapshot, False, True)}
-    detail = {"generation": generation, "disposed_connections": disposed, "status": snapshot["status"]}
+    data = {**applied, "health": present(snapshot, False, True)}
+    detail = {key: applied[key] for key in ("generation", "disposed_connections", "fallback")}
+    detail["status"] = snapshot["status"]
     if snapshot["status"] == "unhealthy":
         log.warning("audit event not stored, database down: action=reconnect detail=%s", detail)
         return error_body("db_unavailable", snapshot["message"], "Database still unavailable", data=data), 503

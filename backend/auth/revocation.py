@@ -57,6 +57,16 @@ class RevokedTokens:
             self._refresh(wait=self.loaded_at == 0.0 and self.loaded is None)
         return jti in self.jtis
 
+    def reload_if_older(self, seconds: float) -> None:
+        """Load the set now if the last load is older than ``seconds``.
+
+        Every worker's poller thread (fleet/poller.py) calls this once a second,
+        so a worker that has been idle refuses a token revoked on another
+        instance from its first request, not only from its second.
+        """
+        if time.monotonic() - self.loaded_at >= seconds and self.refreshing is None:
+            self._load()
+
     def add(self, jti: str) -> None:
         with self.lock:
             self.added.add(jti)

@@ -20,6 +20,7 @@ dbhealth_cli = AppGroup("dbhealth", help="Check the databases from the command l
 @click.option("--force", is_flag=True, help="Always probe (a command has no cache to reuse anyway).")
 def check_command(as_json: bool, force: bool) -> None:
     """Probe the databases; exit 0 healthy, 1 degraded, 2 unhealthy, 3 misconfigured."""
+    monitor().shares = False  # a command is not one of the instance's workers: its result is its own
     snapshot, _ = monitor().health(force=True)
     if as_json:
         click.echo(json.dumps(snapshot, indent=2, default=str))

@@ -1,4 +1,4 @@
-"""What the monitor remembers of recent probes: counts, latencies, state transitions."""
+"""What a worker remembers of its own recent probes: counts and latencies (transitions are the fleet's: transitions.py)."""
 from __future__ import annotations
 
 import statistics
@@ -7,7 +7,6 @@ from collections import deque
 from typing import Any
 
 LATENCIES = 120
-TRANSITIONS = 20
 
 
 class ProbeHistory:
@@ -16,7 +15,6 @@ class ProbeHistory:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.latencies: deque[float] = deque(maxlen=LATENCIES)
-        self.transitions: deque[dict[str, Any]] = deque(maxlen=TRANSITIONS)
         self.checks_total = 0
         self.failures_total = 0
         self.consecutive_failures = 0
@@ -40,8 +38,6 @@ class ProbeHistory:
             else:
                 self.consecutive_failures = 0
                 self.last_success = snapshot["timestamp"]
-            if previous != snapshot["status"]:
-                self.transitions.append({"from": previous, "to": snapshot["status"], "at": snapshot["timestamp"]})
         return previous
 
     def report(self) -> dict[str, Any]:
@@ -60,5 +56,4 @@ class ProbeHistory:
                     "p95": round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 2) if latencies else None,
                     "max": round(latencies[-1], 2) if latencies else None,
                 },
-                "transitions": list(self.transitions),
             }

@@ -2,10 +2,12 @@
 
 One ``HealthMonitor`` per app and process keeps the last result for
 DB_HEALTH_CACHE_TTL seconds and lets concurrent callers share one in-flight
-probe (single flight). An optional daemon thread, started in the serving
-process on its first request (so never in a gunicorn master before fork),
-probes every DB_HEALTH_CHECK_INTERVAL seconds and applies pool disposals asked
-for by /reconnect in other workers. What the answers mean is judge.py's job.
+probe (single flight). Every result is published to the instance folder
+(shared.py), and a worker whose own result is stale reuses its siblings' while
+it is fresh, so an instance probes about once per TTL whatever its number of
+workers. An optional daemon thread probes every DB_HEALTH_CHECK_INTERVAL
+seconds, in the instance's probing worker only (fleet/leader.py). What the
+answers mean is judge.py's job.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from ..db.facts import pool_facts
 from ..db.urls import scrub_secrets
 from ..extensions import db
 from ..state import state
-from . import dialects, judge
+from . import dialects, judge, shared
 from .history import ProbeHistory
 from .migrations import MigrationState
 
@@ -58,7 +60,9 @@ class HealthMonitor:
         self.inflight: Future | None = None
         self.full_facts: dict[str, tuple[float, dict[str, Any]]] = {}
         self.thread_pid: int | None = None
+        self.thread: threading.Thread | None = None
         self.stopped = threading.Event()
+        self.shares = True  # a serving worker shares its results with its instance; a CLI command does not
         self.history = ProbeHistory()
         self.migrations = MigrationState(app)
 
@@ -67,6 +71,9 @@ class HealthMonitor:
         with self.lock:
             if not force and self._fresh():
                 return self.snapshot, True
+        if not force and self._adopt_shared():
+            return self.snapshot, True
+        with self.lock:
             future = self.inflight
             leader = future is None
             if leader:
@@ -85,9 +92,28 @@ class HealthMonitor:
                 self.inflight = None
 
     def cached(self) -> dict[str, Any] | None:
-        """The last result if still within its TTL, without probing."""
+        """The last result of this instance if still within its TTL, without probing."""
         with self.lock:
-            return self.snapshot if self._fresh() else None
+            if self._fresh():
+                return self.snapshot
+        return self.snapshot if self._adopt_shared() else None
+
+    def _adopt_shared(self) -> bool:
+        """Take a sibling worker's result if it is fresher than ours and within the TTL."""
+        found = shared.read_shared(self.app, self.app.config["DB_HEALTH_CACHE_TTL"]) if self.shares else None
+        if found is None:
+            return False
+        snapshot, age = found
+        with self.lock:
+            if self.snapshot is not None and self.snapshot_at >= time.monotonic() - age:
+                return self._fresh()
+            self.snapshot, self.snapshot_at = snapshot, time.monotonic() - age
+        return True
+
+    def shared_age(self) -> float:
+        """Seconds since any worker of this instance last probed (inf if unknown)."""
+        found = shared.read_shared(self.app, float("inf"))
+        return found[1] if found else float("inf")
 
     def _fresh(self) -> bool:
         ttl = self.app.config["DB_HEALTH_CACHE_TTL"]
@@ -99,6 +125,7 @@ class HealthMonitor:
     def _check_all(self) -> dict[str, Any]:
         """Probe the primary here and every bind in parallel, then judge the whole."""
         reconnect.apply_pending_reconnect(self.app)
+        probed_at = time.time()
         keys = component_keys(self.app)
         timeout = self.app.config["DB_HEALTH_TIMEOUT"]
         binds = [name for name in keys if name != "primary"]
@@ -118,7 +145,7 @@ class HealthMonitor:
                 executor.shutdown(wait=False)
         status, message = judge.overall(results)
         snapshot = {**results["primary"], "status": status, "message": message, "components": results}
-        self._remember(snapshot)
+        self._remember(snapshot, probed_at)
         return snapshot
 
     def _probe_in_context(self, name: str, key: str | None) -> dict[str, Any]:
@@ -159,13 +186,22 @@ class HealthMonitor:
         status, message = judge.component_verdict(facts["database_type"], warnings)
         return _result(key, name, status, message, elapsed, timestamp, facts, warnings=warnings, pool=pool)
 
-    def _remember(self, snapshot: dict[str, Any]) -> None:
+    def _remember(self, snapshot: dict[str, Any], probed_at: float) -> None:
         with self.lock:
             self.snapshot, self.snapshot_at = snapshot, time.monotonic()
-        previous = self.history.record(snapshot)
-        if previous is not None and previous != snapshot["status"]:
-            level = logging.INFO if snapshot["status"] == "healthy" else logging.WARNING
-            log.log(level, "database health changed: %s -> %s (%s)", previous, snapshot["status"], snapshot["message"])
+        self.history.record(snapshot)
+        primary = snapshot["components"]["primary"]
+        state(self.app).last_probe = {
+            "at": snapshot["timestamp"],
+            "status": snapshot["status"],
+            "response_time_ms": primary["response_time_ms"],
+        }
+        if not self.shares:
+            return
+        try:
+            shared.publish(self.app, snapshot, probed_at)
+        except OSError as error:
+            log.warning("cannot share the probe's result in the instance folder: %s", error)
 
     def report(self) -> dict[str, Any]:
         """The monitor section of /status."""
@@ -176,25 +212,32 @@ class HealthMonitor:
         }
 
     def start_background(self) -> None:
-        """Start the probing thread in this process, once."""
+        """Start the background thread in this process, once; it probes only while this is the probing worker."""
         if self.thread_pid == os.getpid():
             return
         with self.lock:
             if self.thread_pid == os.getpid():
                 return
             self.thread_pid = os.getpid()
-        threading.Thread(target=self._loop, name="db-health-monitor", daemon=True).start()
+        self.thread = threading.Thread(target=self._loop, name="db-health-monitor", daemon=True)
+        self.thread.start()
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 5.0) -> None:
+        """Stop this process's background threads (the monitor's and the poller), waiting up to ``wait`` seconds."""
         self.stopped.set()
+        current = state(self.app)
+        current.wake.set()
+        for thread in (self.thread, current.poller_thread):
+            if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+                thread.join(wait)
 
     def _loop(self) -> None:
         interval = self.app.config["DB_HEALTH_CHECK_INTERVAL"]
-        while not self.stopped.wait(reconnect.GENERATION_POLL_S):
+        leader = state(self.app).leader
+        while not self.stopped.wait(min(interval, 1.0)):
             try:
-                with self.app.app_context():
-                    reconnect.apply_pending_reconnect(self.app)
-                    if interval and time.monotonic() - self.snapshot_at >= interval:
+                if leader.holds() and self.shared_age() >= interval:
+                    with self.app.app_context():
                         self.health(force=True)
             except Exception:
                 log.exception("background health check failed")

@@ -1,0 +1,110 @@
+"""The last probe of an instance, shared by its workers through the instance folder.
+
+Whichever worker probes publishes its result to ``INSTANCE_PATH/health.json``
+under a lock; the others reuse it while it is younger than DB_HEALTH_CACHE_TTL
+instead of probing themselves. Publishing also decides, once per instance,
+what changed since the previous probe (a component's status, or anything a
+registered detector finds, such as a change of server): the changes are
+recorded as transitions and passed to the publish hooks (alerts), so two
+workers never report one change twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+
+from ..fleet.folder import locked, read_json, write_json
+from .transitions import record_transition
+
+SHARED_FILE = "health.json"
+log = logging.getLogger(__name__)
+
+# A change: {"component", "from", "to", "message"}.
+Change = dict[str, Any]
+# detector(previous component result or None, current component result) -> a message, or None
+Detector = Callable[[dict[str, Any] | None, dict[str, Any]], str | None]
+# hook(app, previous document or None, new document, changes): may add its own state to the document
+PublishHook = Callable[[Flask, dict[str, Any] | None, dict[str, Any], list[Change]], None]
+DETECTORS: list[Detector] = []
+PUBLISH_HOOKS: list[PublishHook] = []
+
+
+def _path(app: Flask) -> str:
+    return os.path.join(app.instance_path, SHARED_FILE)
+
+
+def _databases(app: Flask) -> str:
+    """What was probed: a result about other databases (a folder reused with new settings) is not shared."""
+    urls = [app.config["SQLALCHEMY_DATABASE_URI"], *(bind["url"] for bind in app.config["SQLALCHEMY_BINDS"].values())]
+    return hashlib.sha256("\n".join(str(url) for url in urls).encode()).hexdigest()[:16]
+
+
+def _read(app: Flask) -> dict[str, Any] | None:
+    document = read_json(_path(app))
+    if isinstance(document, dict) and "snapshot" in document and document.get("databases") == _databases(app):
+        return document
+    return None
+
+
+def read_shared(app: Flask, max_age: float) -> tuple[dict[str, Any], float] | None:
+    """The instance's last published snapshot and its age, if younger than ``max_age`` seconds."""
+    if max_age <= 0:
+        return None
+    try:
+        age = time.time() - os.stat(_path(app)).st_mtime
+    except OSError:
+        return None
+    if age >= max_age:
+        return None
+    document = _read(app)
+    if document is None:
+        return None
+    age = time.time() - document["probed_at"]
+    return (document["snapshot"], age) if 0 <= age < max_age else None
+
+
+def _changes(previous: dict[str, Any] | None, snapshot: dict[str, Any]) -> list[Change]:
+    changes = []
+    before = (previous or {}).get("snapshot", {}).get("components", {})
+    for name, component in snapshot["components"].items():
+        old = before.get(name)
+        old_status = old["status"] if old else None
+        if old_status != component["status"] and (old_status is not None or component["status"] != "healthy"):
+            # starting up healthy is not a change; starting while a database is down is
+            changes.append({"component": name, "from": old_status, "to": component["status"], "message": component["message"]})
+        for detect in DETECTORS:
+            message = detect(old, component)
+            if message:
+                changes.append({"component": name, "from": old_status, "to": component["status"], "message": message})
+    return changes
+
+
+def publish(app: Flask, snapshot: dict[str, Any], probed_at: float) -> list[Change]:
+    """Share a probe's result with this instance's workers; record and return what changed.
+
+    A result older than the one already published (a slow probe overtaken by
+    a quicker one) is not published and changes nothing.
+    """
+    with locked(_path(app) + ".lock"):
+        previous = _read(app)
+        if previous is not None and previous["probed_at"] > probed_at:
+            return []
+        changes = _changes(previous, snapshot)
+        document = {"probed_at": probed_at, "pid": os.getpid(), "databases": _databases(app), "snapshot": snapshot}
+        for hook in PUBLISH_HOOKS:
+            try:
+                hook(app, previous, document, changes)
+            except Exception:
+                log.exception("publish hook %s failed", getattr(hook, "__name__", hook))
+        write_json(_path(app), document)
+    for change in changes:
+        level = logging.INFO if change["to"] == "healthy" else logging.WARNING
+        log.log(level, "%s: %s -> %s (%s)", change["component"], change["from"], change["to"], change["message"])
+        record_transition(change["component"], change["from"], change["to"], change["message"], app=app)
+    return changes

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import logs
+from . import alerts, logs
 from .api import register_blueprints
 from .auth import cli as auth_cli
 from .auth import tokens
@@ -63,6 +63,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     tokens.init_app(app)
     reconnect.init_app(app)
     init_fleet(app)
+    alerts.init_app(app)
     auth_cli.init_app(app)
     health_cli.init_app(app)
     app.json.sort_keys = False

@@ -13,6 +13,7 @@ import socket
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 ENVIRONMENTS = ("development", "testing", "production")
 MIN_SECRET_LENGTH = 32
@@ -105,6 +106,34 @@ def default_instance_id() -> str:
     return _default_instance_id
 
 
+def shown_url(url: str) -> str:
+    """A webhook URL as it may be shown: scheme and host (and port); its path is often the secret."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if _port(parts) else "")
+
+
+def _port(parts) -> int | None:
+    try:
+        return parts.port
+    except ValueError:
+        return None
+
+
+def _webhook_urls(name: str, raw: str) -> tuple[str, ...]:
+    urls = tuple(url.strip() for url in str(raw).split(",") if url.strip())
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            shown = repr(shown_url(url)) if parts.scheme and parts.hostname else "one without http(s)://host"
+            raise ConfigError(f"{name} must be comma-separated http(s) URLs, got {shown}")
+        try:
+            parts.port
+        except ValueError:
+            raise ConfigError(f"{name}: {shown_url(url)} has an invalid port") from None
+    return urls
+
+
 positive_int = _integer(1, "a positive integer")
 non_negative_int = _integer(0, "a non-negative integer")
 positive_seconds = _number(0, "a positive number of seconds", allow_equal=False)
@@ -135,6 +164,10 @@ SETTINGS: dict[str, tuple[Callable[[str, str], Any], Any]] = {
     "METRICS_TOKEN": (_text, None),
     "INSTANCE_ID": (_instance_id, None),
     "DB_HISTORY_RETENTION_DAYS": (positive_int, 30),
+    "DB_ALERT_WEBHOOK_URLS": (_webhook_urls, ()),
+    "DB_ALERT_FAILURES": (positive_int, 2),
+    "DB_ALERT_RECOVERIES": (positive_int, 2),
+    "DB_ALERT_MIN_INTERVAL_S": (non_negative_seconds, 300.0),
     "LOG_LEVEL": (_choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", upper=True), "INFO"),
     "LOG_FORMAT": (_choice("text", "json"), "text"),
 }

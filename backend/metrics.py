@@ -49,6 +49,11 @@ POOL_UTILIZATION = Gauge(
 )
 RETRIES = Counter("dbhealth_db_retries_total", "Transient database failures by what followed.", ["outcome"])
 RECONNECTS = Counter("dbhealth_reconnects_total", "Pool disposals asked for through /reconnect.")
+ALERT_DELIVERIES = Counter(
+    "dbhealth_alert_deliveries_total",
+    "Webhook notifications by target (scheme and host) and outcome: delivered, retried, failed.",
+    ["target", "outcome"],
+)
 HTTP_REQUESTS = Counter(
     "dbhealth_http_requests_total", "HTTP requests by route template and status.", ["method", "route", "status"]
 )

@@ -27,6 +27,10 @@ def test_defaults():
     assert settings["INSTANCE_ID"] == load_settings({})["INSTANCE_ID"]  # chosen once per process
     assert settings["INSTANCE_ID"].rsplit("-", 1)[1].isalnum() and len(settings["INSTANCE_ID"]) <= 64
     assert load_settings({"INSTANCE_ID": "web-1"})["INSTANCE_ID"] == "web-1"
+    assert (settings["DB_ALERT_WEBHOOK_URLS"], settings["DB_ALERT_FAILURES"], settings["DB_ALERT_RECOVERIES"]) == ((), 2, 2)
+    assert settings["DB_ALERT_MIN_INTERVAL_S"] == 300
+    urls = load_settings({"DB_ALERT_WEBHOOK_URLS": " https://hooks.slack.com/services/T/B/x , http://alerts:9093/hook "})
+    assert urls["DB_ALERT_WEBHOOK_URLS"] == ("https://hooks.slack.com/services/T/B/x", "http://alerts:9093/hook")
 
 
 @pytest.mark.parametrize(
@@ -45,6 +49,14 @@ def test_defaults():
         ("INSTANCE_ID", "web 1", "INSTANCE_ID must be 1-64 characters of A-Z a-z 0-9 . _ -, got 'web 1'"),
         ("INSTANCE_ID", "x" * 65, f"INSTANCE_ID must be 1-64 characters of A-Z a-z 0-9 . _ -, got '{'x' * 65}'"),
         ("DB_HISTORY_RETENTION_DAYS", "0", "DB_HISTORY_RETENTION_DAYS must be a positive integer, got '0'"),
+        ("DB_ALERT_FAILURES", "0", "DB_ALERT_FAILURES must be a positive integer, got '0'"),
+        ("DB_ALERT_RECOVERIES", "x", "DB_ALERT_RECOVERIES must be a positive integer, got 'x'"),
+        ("DB_ALERT_MIN_INTERVAL_S", "-1", "DB_ALERT_MIN_INTERVAL_S must be a non-negative number of seconds, got '-1'"),
+        # the path of a webhook URL is often its secret: never repeated
+        ("DB_ALERT_WEBHOOK_URLS", "hooks.slack.com/services/T/B/secret",
+         "DB_ALERT_WEBHOOK_URLS must be comma-separated http(s) URLs, got one without http(s)://host"),
+        ("DB_ALERT_WEBHOOK_URLS", "ftp://files.example/secret",
+         "DB_ALERT_WEBHOOK_URLS must be comma-separated http(s) URLs, got 'ftp://files.example'"),
     ],
 )
 def test_bad_values_name_the_variable(name, value, message):

@@ -10,7 +10,7 @@ from typing import Any
 from flask import current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import audit, metrics
+from .. import alerts, audit, metrics
 from ..auth.tokens import admin_only, is_admin
 from ..db import reconnect as reconnection
 from ..db.deadline import DeadlineExceeded
@@ -175,6 +175,7 @@ def status():
             "migrations": monitor().migration_state(),
             "monitor": report,
             "reconnect": reconnection.report(current_app),
+            "alerts": alerts.report(current_app),
             "workers": live_workers(current_app.instance_path),
             "process": {
                 "pid": os.getpid(),

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
+from .. import alerts
 from ..db import reconnect
 from ..db.deadline import DeadlineExceeded
 from ..health import transitions
@@ -68,6 +69,8 @@ def step(app: Flask) -> None:
     """One look at what the instances share; raises when the database cannot be reached."""
     current = state(app)
     leader = current.leader.holds()
+    if leader:
+        alerts.dispatch(app)  # before any database work: alerts matter most while it is down
     try:
         current.revoked.reload_if_older(POLL_S * 0.9)
         reconnect.poll(app)

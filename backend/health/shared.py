@@ -25,14 +25,28 @@ from .transitions import record_transition
 SHARED_FILE = "health.json"
 log = logging.getLogger(__name__)
 
-# A change: {"component", "from", "to", "message"}.
+# A change: {"component", "from", "to", "message", "kind"}; kind is "status" or the detector's name.
 Change = dict[str, Any]
-# detector(previous component result or None, current component result) -> a message, or None
-Detector = Callable[[dict[str, Any] | None, dict[str, Any]], str | None]
+# detector(component name, previous result or None, current result) -> a message, or None
+Detector = Callable[[str, dict[str, Any] | None, dict[str, Any]], str | None]
 # hook(app, previous document or None, new document, changes): may add its own state to the document
 PublishHook = Callable[[Flask, dict[str, Any] | None, dict[str, Any], list[Change]], None]
-DETECTORS: list[Detector] = []
 PUBLISH_HOOKS: list[PublishHook] = []
+
+
+def server_changed(name: str, old: dict[str, Any] | None, new: dict[str, Any]) -> str | None:
+    """A failover: the component's ``server`` (address and port, when health reports it) is another one."""
+    before, after = (old or {}).get("server") or {}, new.get("server") or {}
+    if not before.get("address") or not after.get("address"):
+        return None
+    was, now = f"{before['address']}:{before.get('port')}", f"{after['address']}:{after.get('port')}"
+    return f"{name} changed from {was} to {now}" if was != now else None
+
+
+# Changes other than a status, found when a result is published: recorded once
+# per instance and notified at once (alerts). Add yours here rather than
+# recording from a probe, which every worker runs.
+DETECTORS: list[Detector] = [server_changed]
 
 
 def _path(app: Flask) -> str:
@@ -77,11 +91,13 @@ def _changes(previous: dict[str, Any] | None, snapshot: dict[str, Any]) -> list[
         old_status = old["status"] if old else None
         if old_status != component["status"] and (old_status is not None or component["status"] != "healthy"):
             # starting up healthy is not a change; starting while a database is down is
-            changes.append({"component": name, "from": old_status, "to": component["status"], "message": component["message"]})
+            changes.append({"component": name, "from": old_status, "to": component["status"],
+                            "message": component["message"], "kind": "status"})
         for detect in DETECTORS:
-            message = detect(old, component)
+            message = detect(name, old, component)
             if message:
-                changes.append({"component": name, "from": old_status, "to": component["status"], "message": message})
+                changes.append({"component": name, "from": old_status, "to": component["status"],
+                                "message": message, "kind": getattr(detect, "__name__", "detector")})
     return changes
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import auth, console, database, probes  # noqa: F401  (they add their routes to blueprint.bp)
+from . import auth, console, database, probes, sessions  # noqa: F401  (they add their routes to blueprint.bp)
 from .blueprint import bp as database_bp
 
 

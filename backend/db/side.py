@@ -28,6 +28,7 @@ from .deadline import DeadlineExceeded, deadline
 from .engines import connect_args
 
 T = TypeVar("T")
+PROBE_APPLICATION_NAME = "dbhealth-probe"
 engines_lock = threading.Lock()
 
 
@@ -64,6 +65,8 @@ def _make_side_engine(app: Flask, key: str | None, purpose: str) -> Engine:
     timeout = app.config["DB_HEALTH_TIMEOUT"]
     arguments = connect_args(url, min(timeout, app.config["DB_CONNECT_TIMEOUT"]))
     if purpose == "kept":  # every connection new: ProbeConnection keeps its own
+        if "application_name" in arguments:  # so every worker's probe is known, and never signalled (ops/kill.py)
+            arguments["application_name"] = PROBE_APPLICATION_NAME
         return sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT", connect_args=arguments)
     options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if purpose == "reads" else {}
     return sa.create_engine(

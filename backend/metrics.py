@@ -47,6 +47,20 @@ POOL_UTILIZATION = Gauge(
     ["component"],
     multiprocess_mode="livemax",
 )
+RISK_VALUE = Gauge(
+    "dbhealth_capacity_risk_value",
+    "A capacity risk as last measured, in its unit (s, transactions, bytes, percent, stopped threads).",
+    ["component", "risk"],
+    multiprocess_mode="livemostrecent",
+)
+RISK_THRESHOLD = Gauge(
+    "dbhealth_capacity_risk_threshold", "The threshold a capacity risk is judged against.", ["component", "risk"],
+    multiprocess_mode="livemostrecent",
+)
+RISK_OVER = Gauge(
+    "dbhealth_capacity_risk_over_threshold", "1 while a capacity risk is over its threshold.", ["component", "risk"],
+    multiprocess_mode="livemostrecent",
+)
 RETRIES = Counter("dbhealth_db_retries_total", "Transient database failures by what followed.", ["outcome"])
 RECONNECTS = Counter("dbhealth_reconnects_total", "Pool disposals asked for through /reconnect.")
 ALERT_DELIVERIES = Counter(
@@ -92,6 +106,15 @@ def record_probe(component: str, status: str, seconds: float, pool: dict[str, An
         _set(POOL_OVERFLOW, component, pool["overflow"])
         if pool.get("utilization_percent") is not None:
             _set(POOL_UTILIZATION, component, pool["utilization_percent"] / 100)
+
+
+def record_risks(component: str, risks: list[dict[str, Any]]) -> None:
+    """One gauge series per measured capacity risk (a risk the server did not tell has no value)."""
+    for risk in risks:
+        if risk["value"] is not None:
+            _set(RISK_VALUE, component, float(risk["value"]), risk["risk"])
+        _set(RISK_THRESHOLD, component, float(risk["threshold"]), risk["risk"])
+        _set(RISK_OVER, component, 1 if risk["over"] else 0, risk["risk"])
 
 
 def record_request(method: str, route: str, status: int, seconds: float) -> None:

@@ -144,7 +144,7 @@ class PrivateCluster:
             self._run(postgres_bin("initdb"), "-D", self.data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
         else:
             self._run(postgres_bin("pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
-                      "-D", self.data, "-R", "-X", "stream")
+                      "-D", self.data, "-R", "-X", "stream", "-c", "fast")
         with open(os.path.join(self.data, "postgresql.auto.conf"), "a") as conf:
             conf.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.folder}'\n")
             conf.write("fsync = off\nshared_buffers = 16MB\nmax_connections = 50\n" + settings)
@@ -177,6 +177,64 @@ class PrivateCluster:
             self.pg_ctl("stop", "-m", "immediate")
         except RuntimeError:
             pass
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class PrivateMariaDB:
+    """A MariaDB server of the test's own (mariadb-install-db, mariadbd) in a temporary folder on a free port.
+
+    For what must not happen on the shared server: making it a replica, for one.
+    """
+
+    def __init__(self) -> None:
+        for name in ("mariadb-install-db", "mariadbd"):
+            if shutil.which(name) is None and not os.path.exists(f"/usr/sbin/{name}"):
+                pytest.skip(f"{name} not found (Debian package mariadb-server)")
+        self.folder = tempfile.mkdtemp(prefix="dbhealth-mariadb-")
+        self.data = os.path.join(self.folder, "data")
+        self.port = free_port()
+        user = ["--user=mysql"] if os.geteuid() == 0 else []
+        if user:
+            mysql = pwd.getpwnam("mysql")
+            os.chown(self.folder, mysql.pw_uid, mysql.pw_gid)
+        install = subprocess.run(
+            ["mariadb-install-db", "--no-defaults", f"--datadir={self.data}", "--auth-root-authentication-method=normal",
+             "--skip-test-db", *user],
+            capture_output=True, text=True, timeout=120,
+        )
+        if install.returncode != 0:
+            raise RuntimeError(f"mariadb-install-db failed: {install.stdout}{install.stderr}")
+        self.log_path = os.path.join(self.folder, "error.log")
+        self.process = subprocess.Popen(
+            [shutil.which("mariadbd") or "/usr/sbin/mariadbd", "--no-defaults", f"--datadir={self.data}", *user,
+             f"--port={self.port}", "--bind-address=127.0.0.1", f"--socket={self.folder}/mysqld.sock",
+             f"--pid-file={self.folder}/mysqld.pid", f"--log-error={self.log_path}", "--skip-log-bin",
+             "--innodb-buffer-pool-size=16M", "--relay-log=relay-bin"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    if sock.recv(1):  # the server's greeting: it is accepting logins
+                        break
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mariadbd did not start:\n{Path(self.log_path).read_text()}")
+            time.sleep(0.1)
+
+    def url(self, database: str = "mysql") -> str:
+        return f"mariadb://root@127.0.0.1:{self.port}/{database}"
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import admin_engine, bearer, create_database
+from tests.faults import Proxy
 
 SESSION_FIELDS = {
     "pid", "user", "application", "client_addr", "state", "backend_start", "transaction_start", "query_start",
@@ -371,3 +372,22 @@ def test_sqlite_answers_unsupported_on_every_route(sqlite_app):
         assert response.json["data"]["supported"] is False and "SQLite" in response.json["data"]["reason"]
     assert client.post("/api/database/sessions/1/cancel", headers=viewer).status_code == 403
     assert client.get("/api/database/sessions").status_code == 401
+
+
+def test_a_frozen_server_is_503_within_the_deadline(make_app):
+    url, drop = create_database("postgresql")
+    proxy = Proxy(5432)
+    try:
+        app = make_app(DATABASE_URL=url.replace(":5432/", f":{proxy.port}/"), DB_HEALTH_TIMEOUT=1)
+        client, headers = app.test_client(), bearer(app, "admin")
+        assert client.get("/api/database/sessions", headers=headers).status_code == 200
+        proxy.set_mode("blackhole")
+        for path in ("/api/database/sessions", "/api/database/locks"):
+            started = time.monotonic()
+            response = client.get(path, headers=headers)
+            assert response.status_code == 503 and response.json["code"] == "db_unavailable", response.json
+            assert time.monotonic() - started < 1 + 1.5  # DB_HEALTH_TIMEOUT, a margin for a busy machine
+    finally:
+        proxy.set_mode("pass")
+        proxy.close()
+        drop()

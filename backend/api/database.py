@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
 import time
@@ -18,7 +19,7 @@ from ..db.facts import connection_facts, pool_facts
 from ..errors import ApiError, error_body
 from ..extensions import db
 from ..fleet.workers import live_workers
-from ..health import dialects, transitions
+from ..health import dialects, judge, transitions
 from ..health.monitor import component_keys, iso_now, monitor
 from ..state import state
 from .blueprint import bp
@@ -114,10 +115,28 @@ def health_response(snapshot: dict[str, Any], cached: bool, admin: bool):
     return current_app.response_class(_success_body(snapshot, cached, admin), mimetype="application/json", headers=headers)
 
 
+def seconds_arg(name: str) -> float | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise ApiError(
+            400, "invalid_parameter", f"{name} must be a non-negative number of seconds, got {raw!r}", "Invalid parameter"
+        )
+    return value
+
+
 @bp.get("/health")
 def health():
     force = flag("force")
+    max_lag_s = seconds_arg("max_lag_s")
     snapshot, cached = monitor().health(force=force)
+    if max_lag_s is not None:  # judged for this request only; the cached snapshot is not changed
+        snapshot = monitor().with_lag_limit(snapshot, max_lag_s)
     return health_response(snapshot, cached, is_admin())
 
 
@@ -173,6 +192,7 @@ def status():
             "pool": pool,
             "server": server,
             "migrations": monitor().migration_state(),
+            "risks": judge.risk_report(data["components"], {name: dialects.risks_supported(key) for name, key in keys.items()}),
             "monitor": report,
             "reconnect": reconnection.report(current_app),
             "alerts": alerts.report(current_app),

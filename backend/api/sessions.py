@@ -194,13 +194,13 @@ def _signal(raw_pid: str, action: str):
     probe_pid = _probe_pid(key)
 
     def work(connection: Connection) -> dict[str, Any]:
-        session = kill.find(connection, pid) if mode != "off" else None
+        session = kill.find(connection, pid)
         if session is not None:
             detail.update(
                 user=session["user"], application=session["application"], state=session["state"],
                 backend_start=session["backend_start"], query=(session["query"] or "")[:QUERY_TEXT_LIMIT] or None,
             )
-        user, own = kill.context(connection) if mode != "off" else ("", 0)
+        user, own = kill.context(connection)
         kill.decide(
             session,
             mode=mode,
@@ -213,6 +213,8 @@ def _signal(raw_pid: str, action: str):
         return session
 
     try:
+        if mode == "off":  # refused without asking the database
+            kill.decide(None, mode=mode, user="", protected=set())
         session = _bounded(key, work)
     except kill.Refusal as refusal:
         _audit(action, refusal.code, name, pid, detail)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -15,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from ..db.probe_connection import ProbeConnection, probe_connection
 from ..db.side import run_bounded
 from ..extensions import db
+from ..ops import risks as capacity, unsupported_reason
 
 # One round trip: client connections in use (cheaper than counting pg_stat_activity),
 # the limit, recovery state and replay lag (0 when everything received is replayed).
@@ -175,3 +177,14 @@ def server_facts(key: str | None, seconds: float) -> dict[str, Any]:
     """Slower facts for /status: uptime, database size, replication state."""
     dialect = db.engines[key].dialect.name
     return run_bounded(key, seconds, SERVER_FACTS[dialect])
+
+
+def risks(key: str | None, seconds: float, limits: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """Capacity risks (ops/risks.py) on a side connection; None for a dialect that has none."""
+    if not risks_supported(key):
+        return None
+    return run_bounded(key, seconds, lambda connection: capacity.measure(connection, limits))
+
+
+def risks_supported(key: str | None) -> bool:
+    return unsupported_reason(db.engines[key].dialect.name) is None

@@ -17,11 +17,13 @@ def component_warnings(
     pool: Mapping[str, Any],
     limits: Mapping[str, Any],
     migrations: Mapping[str, Any] | None = None,
+    risks: list[Mapping[str, Any]] | None = None,
 ) -> list[str]:
     """What needs attention in one answering database.
 
     ``limits`` holds the DB_*_WARN_PERCENT and DB_REPLICA_MAX_LAG_S settings;
-    ``migrations`` is given for the primary only.
+    ``migrations`` is given for the primary only; ``risks`` are the capacity
+    risks last measured (ops/risks.py), each already judged against its threshold.
     """
     warnings = []
     connections = facts.get("connections") or {}
@@ -39,6 +41,7 @@ def component_warnings(
             warnings.append(
                 f"migrations pending (database at {migrations['current']}, code at {migrations['head']})"
             )
+    warnings += [risk["message"] for risk in risks or () if risk["over"]]
     return warnings
 
 
@@ -62,3 +65,30 @@ def overall(components: Mapping[str, Mapping[str, Any]]) -> tuple[str, str]:
     if failing:
         message += "; needs attention: " + ", ".join(failing)
     return "degraded", message
+
+
+def again(snapshot: Mapping[str, Any], limits: Mapping[str, Any], migrations: Mapping[str, Any]) -> dict[str, Any]:
+    """A snapshot judged again under other ``limits`` (a request's own max_lag_s): components that
+    answered and report replica lag get new warnings, status and message; the rest stay as they were."""
+    components = {}
+    for name, component in snapshot["components"].items():
+        if component["status"] == "unhealthy" or component.get("replication_lag_s") is None:
+            components[name] = component
+            continue
+        risks = (component.get("risks") or {}).get("items")
+        warnings = component_warnings(
+            component, component["pool_status"], limits, migrations if name == "primary" else None, risks
+        )
+        status, message = component_verdict(component["database_type"], warnings)
+        components[name] = {**component, "status": status, "message": message, "warnings": warnings}
+    status, message = overall(components)
+    return {**components["primary"], "status": status, "message": message, "components": components}
+
+
+def risk_report(components: Mapping[str, Mapping[str, Any]], supported: Mapping[str, bool]) -> dict[str, Any]:
+    """The risks section of /status, per component: when last measured and what (ops/risks.py)."""
+    report = {}
+    for name, component in components.items():
+        risks = component.get("risks") or {}
+        report[name] = {"supported": supported[name], "checked_at": risks.get("checked_at"), "items": risks.get("items", [])}
+    return report

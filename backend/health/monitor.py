@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 # every probe of a replica, for its lag); the probes in between are one cheap
 # query, and report the last full facts with their own on top.
 FULL_FACTS_EVERY_S = 10.0
+# Capacity risks (ops/risks.py) read catalogs and every session: at most this
+# often, with a full probe, on a side connection, within the probe's deadline.
+# Tests lower it through the Flask key DB_RISKS_EVERY_S.
+RISKS_EVERY_S = 60.0
 
 
 def iso_now() -> str:
@@ -59,6 +63,7 @@ class HealthMonitor:
         self.snapshot_at = 0.0
         self.inflight: Future | None = None
         self.full_facts: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.risks: dict[str, dict[str, Any]] = {}  # component -> {"at", "checked_at", "items"}, as last measured here
         self.thread_pid: int | None = None
         self.thread: threading.Thread | None = None
         self.stopped = threading.Event()
@@ -157,7 +162,12 @@ class HealthMonitor:
         started, timestamp = time.perf_counter(), iso_now()
         with self.lock:
             last_full = self.full_facts.get(name)
-        full = last_full is None or time.monotonic() - last_full[0] >= FULL_FACTS_EVERY_S or last_full[1].get("replica")
+            risks_at = self.risks.get(name, {}).get("at")
+        risks_due = risks_at is None or time.monotonic() - risks_at >= self.app.config.get("DB_RISKS_EVERY_S", RISKS_EVERY_S)
+        full = (
+            risks_due or last_full is None or time.monotonic() - last_full[0] >= FULL_FACTS_EVERY_S
+            or last_full[1].get("replica")
+        )
         try:
             facts = dialects.probe(key, timeout, full)
         except DeadlineExceeded:
@@ -180,11 +190,41 @@ class HealthMonitor:
                 self.full_facts[name] = (time.monotonic(), dict(facts))
         else:
             facts = {**last_full[1], **facts}
+        if risks_due:
+            self._check_risks(name, key, timeout - (time.perf_counter() - started))
+        with self.lock:
+            risks = self.risks.get(name)
+        if risks and risks["checked_at"]:  # in the result, so workers that adopt it see them too
+            facts["risks"] = {"checked_at": risks["checked_at"], "items": risks["items"]}
         pool = pool_facts(db.engines[key])
         migrations = self.migration_state() if key is None else None
-        warnings = judge.component_warnings(facts, pool, self.app.config, migrations)
+        warnings = judge.component_warnings(facts, pool, self.app.config, migrations, risks and risks["items"])
         status, message = judge.component_verdict(facts["database_type"], warnings)
         return _result(key, name, status, message, elapsed, timestamp, facts, warnings=warnings, pool=pool)
+
+    def _check_risks(self, name: str, key: str | None, seconds: float) -> None:
+        """Measure capacity risks in what is left of the probe's budget; keep the last ones if that fails."""
+        if seconds < 0.05:
+            return  # no time left in this probe: the next one tries
+        checked_at = iso_now()
+        try:
+            items = dialects.risks(key, seconds, self.app.config)
+        except (DeadlineExceeded, SQLAlchemyError) as error:
+            log.warning("capacity risks of %s not measured: %s", name, type(error).__name__)
+            with self.lock:
+                self.risks.setdefault(name, {"checked_at": None, "items": []})["at"] = time.monotonic()
+            return
+        with self.lock:
+            self.risks[name] = {
+                "at": time.monotonic(), "checked_at": checked_at if items is not None else None, "items": items or [],
+            }
+        if items:
+            metrics.record_risks(name, items)
+
+    def with_lag_limit(self, snapshot: dict[str, Any], max_lag_s: float) -> dict[str, Any]:
+        """The snapshot judged again with replica lag limited to ``max_lag_s`` (GET /health?max_lag_s=N)."""
+        limits = {**self.app.config, "DB_REPLICA_MAX_LAG_S": max_lag_s}
+        return judge.again(snapshot, limits, self.migration_state())
 
     def _remember(self, snapshot: dict[str, Any], probed_at: float) -> None:
         with self.lock:

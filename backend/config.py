@@ -7,15 +7,18 @@ exit status 3 (the "misconfigured" status of ``flask dbhealth check``).
 """
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import socket
+import ssl
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 ENVIRONMENTS = ("development", "testing", "production")
+SSL_MODES = ("disable", "prefer", "require", "verify-ca", "verify-full")  # libpq's, without "allow"
 MIN_SECRET_LENGTH = 32
 EXIT_MISCONFIGURED = 3
 
@@ -134,6 +137,31 @@ def _webhook_urls(name: str, raw: str) -> tuple[str, ...]:
     return urls
 
 
+def file_problem(path: str) -> str | None:
+    """Why ``path`` cannot serve as a certificate or key file, or None."""
+    if not os.path.exists(path):
+        return "names a file that does not exist"
+    if os.path.isdir(path):
+        return "names a folder, not a file"
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError as error:
+        return f"names a file that cannot be read ({error.strerror})"
+    return None
+
+
+def _readable_file(name: str, raw: str) -> str:
+    """A certificate or key file that exists and can be read; DB_SSLROOTCERT may be ``system``."""
+    path = str(raw).strip()
+    if name == "DB_SSLROOTCERT" and path == "system":
+        return path
+    problem = file_problem(path)
+    if problem:
+        raise ConfigError(f"{name} {problem}: {path!r}")
+    return path
+
+
 positive_int = _integer(1, "a positive integer")
 non_negative_int = _integer(0, "a non-negative integer")
 positive_seconds = _number(0, "a positive number of seconds", allow_equal=False)
@@ -164,6 +192,10 @@ SETTINGS: dict[str, tuple[Callable[[str, str], Any], Any]] = {
     "DB_LOCK_WAIT_WARN_S": (positive_seconds, 30.0),
     "DB_XID_AGE_WARN": (positive_int, 1_000_000_000),
     "DB_SLOT_RETAINED_WARN_BYTES": (positive_int, 1_073_741_824),
+    "DB_SSLMODE": (_choice(*SSL_MODES), "prefer"),
+    "DB_SSLROOTCERT": (_readable_file, None),
+    "DB_SSLCERT": (_readable_file, None),
+    "DB_SSLKEY": (_readable_file, None),
     "JWT_SECRET_KEY": (_text, None),
     "JWT_ACCESS_TOKEN_EXPIRES": (positive_int, 3600),
     "METRICS_TOKEN": (_text, None),
@@ -177,6 +209,30 @@ SETTINGS: dict[str, tuple[Callable[[str, str], Any], Any]] = {
     "LOG_FORMAT": (_choice("text", "json"), "text"),
 }
 BIND_PREFIX = "DB_BIND_"
+
+
+def _check_tls_files(settings: dict[str, Any]) -> None:
+    """Certificates that exist but are no certificates stop start-up too, not the first connection."""
+    root, cert, key = settings["DB_SSLROOTCERT"], settings["DB_SSLCERT"], settings["DB_SSLKEY"]
+    if key and not cert:
+        raise ConfigError("DB_SSLKEY is set without DB_SSLCERT (a client key needs its certificate)")
+    if root == "system" and settings["DB_SSLMODE"] != "verify-full":
+        # libpq refuses weaker modes with the system's roots; PyMySQL is held to the same.
+        raise ConfigError(f"DB_SSLROOTCERT=system needs DB_SSLMODE=verify-full, got {settings['DB_SSLMODE']!r}")
+    if root and root != "system":
+        try:
+            ssl.create_default_context(cafile=root)
+        except ssl.SSLError:
+            raise ConfigError(f"DB_SSLROOTCERT holds no PEM certificate: {root!r}") from None
+    if cert:
+        try:
+            # An empty password makes an encrypted key fail here instead of prompting.
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert, keyfile=key, password=b"")
+        except ssl.SSLError as error:
+            names = "DB_SSLCERT and DB_SSLKEY do" if key else "DB_SSLCERT does"
+            raise ConfigError(
+                f"{names} not hold a certificate and its unencrypted private key ({error.reason or error})"
+            ) from None
 
 
 def load_settings(environ: Mapping[str, Any]) -> dict[str, Any]:
@@ -202,6 +258,8 @@ def load_settings(environ: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(
                 f"{BIND_PREFIX}{bind.upper()}: the name must be letters, digits or _ and not PRIMARY"
             )
+
+    _check_tls_files(settings)
 
     production = settings["APP_ENV"] == "production"
     if production and not settings["DATABASE_URL"]:

@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
+from . import tls
 from .urls import database_backend
 
 APPLICATION_NAME = "dbhealth"
@@ -34,7 +35,8 @@ def engine_options(url: URL, settings: dict[str, Any]) -> dict[str, Any]:
         pool_timeout=settings["DB_POOL_TIMEOUT"],
         pool_recycle=settings["DB_POOL_RECYCLE"],
         pool_pre_ping=True,
-        connect_args=connect_args(url, settings["DB_CONNECT_TIMEOUT"]),
+        # TLS (DB_SSL*) beside the timeouts: the side engines (side.py) add the same.
+        connect_args={**connect_args(url, settings["DB_CONNECT_TIMEOUT"]), **tls.driver_arguments(url, settings)},
     )
     return options
 

@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ..extensions import db
 from ..state import state
+from . import tls
 from .deadline import DeadlineExceeded, deadline
 from .engines import connect_args
 
@@ -64,6 +65,7 @@ def _make_side_engine(app: Flask, key: str | None, purpose: str) -> Engine:
         return sa.create_engine(url)
     timeout = app.config["DB_HEALTH_TIMEOUT"]
     arguments = connect_args(url, min(timeout, app.config["DB_CONNECT_TIMEOUT"]))
+    arguments.update(tls.driver_arguments(url, app.config))  # the same TLS as the app's own pool
     if purpose == "kept":  # every connection new: ProbeConnection keeps its own
         if "application_name" in arguments:  # so every worker's probe is known, and never signalled (ops/kill.py)
             arguments["application_name"] = PROBE_APPLICATION_NAME

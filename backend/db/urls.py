@@ -9,6 +9,7 @@ from sqlalchemy.engine import URL
 
 from ..config import ConfigError
 from ..extensions import db
+from . import tls
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -69,6 +70,8 @@ def parse_url(raw: str, variable: str) -> URL:
         url = _sqlite_file(url, variable)
     elif not url.host and not url.query.get("host") and not url.query.get("unix_socket"):
         raise ConfigError(f"{variable} has no host: {mask_url(url)!r}")
+    else:
+        tls.check_url_files(url, variable)
 
     try:
         url.get_dialect().import_dbapi()

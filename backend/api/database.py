@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .. import alerts, audit, metrics
 from ..auth.tokens import admin_only, is_admin
 from ..db import reconnect as reconnection
+from ..db import tls
 from ..db.deadline import DeadlineExceeded
 from ..db.facts import connection_facts, pool_facts
 from ..errors import ApiError, error_body
@@ -144,7 +145,10 @@ def health():
 def info():
     options = state().engine_options
     keys = component_keys(current_app)
-    facts = {name: connection_facts(db.engines[key], options[key]) for name, key in keys.items()}
+    facts = {
+        name: {**connection_facts(db.engines[key], options[key]), "tls": tls.describe(db.engines[key].url, current_app.config)}
+        for name, key in keys.items()
+    }
     primary = facts.pop("primary")
     return {"success": True, "data": {**primary, "binds": facts}}
 
@@ -171,6 +175,7 @@ def status():
             "read_only": component.get("read_only"),
             "replica": component.get("replica"),
             "replication_lag_s": component.get("replication_lag_s"),
+            "tls": component.get("tls"),
         }
         if component["status"] != "unhealthy":
             try:

@@ -34,6 +34,8 @@ SELECT EXTRACT(EPOCH FROM now() - pg_postmaster_start_time()),
        pg_database_size(current_database()),
        current_database()
 """
+# This connection's TLS as the server sees it; asked once per connection (it cannot change).
+POSTGRES_TLS = "SELECT ssl, version, cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
 MARIADB_PROBE = (
     "SELECT @@read_only, @@max_connections, (SELECT VARIABLE_VALUE FROM "
     "information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'THREADS_CONNECTED')"
@@ -47,9 +49,28 @@ def _connections(used: Any, maximum: Any) -> dict[str, Any]:
     return {"used": used, "max": maximum, "percent": percent}
 
 
+def tls_facts(connection: ProbeConnection) -> dict[str, Any]:
+    """``in_use``, ``version`` and ``cipher`` of this connection, from the server, once per connection."""
+    info = connection.info
+    if "tls" not in info:
+        if connection.dialect.name == "postgresql":
+            row = connection.fetch(POSTGRES_TLS)
+            in_use, version, cipher = row if row else (False, None, None)
+        else:
+            version = (connection.fetch("SHOW SESSION STATUS LIKE 'Ssl_version'") or (None, None))[1] or None
+            cipher = (connection.fetch("SHOW SESSION STATUS LIKE 'Ssl_cipher'") or (None, None))[1] or None
+            in_use = version is not None
+        info["tls"] = {"in_use": bool(in_use), "version": version, "cipher": cipher}
+    return dict(info["tls"])
+
+
 def probe_postgresql(connection: ProbeConnection, full: bool) -> dict[str, Any]:
     major, minor = connection.dialect.server_version_info[:2]
-    facts: dict[str, Any] = {"database_type": "postgresql", "version": f"PostgreSQL {major}.{minor}"}
+    facts: dict[str, Any] = {
+        "database_type": "postgresql",
+        "version": f"PostgreSQL {major}.{minor}",
+        "tls": tls_facts(connection),
+    }
     if not full:
         (in_recovery,) = connection.fetch("SELECT pg_is_in_recovery()")
         return {**facts, "read_only": bool(in_recovery), "replica": bool(in_recovery)}
@@ -80,7 +101,7 @@ def _mysql_flavour(connection: ProbeConnection) -> tuple[str, str]:
 
 def probe_mysql(connection: ProbeConnection, full: bool) -> dict[str, Any]:
     flavour, version = _mysql_flavour(connection)
-    facts: dict[str, Any] = {"database_type": flavour, "version": version}
+    facts: dict[str, Any] = {"database_type": flavour, "version": version, "tls": tls_facts(connection)}
     if not full:
         (read_only,) = connection.fetch("SELECT @@read_only")
         return {**facts, "read_only": bool(int(read_only)), "replica": bool(int(read_only))}
@@ -106,6 +127,7 @@ def probe_sqlite(connection: ProbeConnection, full: bool) -> dict[str, Any]:
         "version": f"SQLite {sqlite3.sqlite_version}",
         "read_only": False,
         "replica": False,
+        "tls": None,  # a file: nothing on a wire
     }
     if not full:
         return facts

@@ -18,12 +18,15 @@ def component_warnings(
     limits: Mapping[str, Any],
     migrations: Mapping[str, Any] | None = None,
     risks: list[Mapping[str, Any]] | None = None,
+    local: bool = True,
 ) -> list[str]:
     """What needs attention in one answering database.
 
-    ``limits`` holds the DB_*_WARN_PERCENT and DB_REPLICA_MAX_LAG_S settings;
-    ``migrations`` is given for the primary only; ``risks`` are the capacity
-    risks last measured (ops/risks.py), each already judged against its threshold.
+    ``limits`` holds APP_ENV and the DB_*_WARN_PERCENT and DB_REPLICA_MAX_LAG_S
+    settings; ``migrations`` is given for the primary only; ``risks`` are the
+    capacity risks last measured (ops/risks.py), each already judged against its
+    threshold; ``local`` is false when the connection crosses a network (not
+    loopback, not a Unix socket).
     """
     warnings = []
     connections = facts.get("connections") or {}
@@ -34,6 +37,9 @@ def component_warnings(
     lag = facts.get("replication_lag_s")
     if lag is not None and lag > limits["DB_REPLICA_MAX_LAG_S"]:
         warnings.append(f"replica {lag:g}s behind its primary")
+    tls = facts.get("tls")
+    if tls is not None and not tls.get("in_use") and not local and limits.get("APP_ENV") == "production":
+        warnings.append("the connection to this database is not encrypted (no TLS) and crosses a network")
     if migrations is not None:
         if facts.get("read_only"):
             warnings.append("the primary database is read-only")

@@ -24,7 +24,7 @@ from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import metrics
-from ..db import reconnect
+from ..db import reconnect, tls
 from ..db.deadline import DeadlineExceeded
 from ..db.facts import pool_facts
 from ..db.urls import scrub_secrets
@@ -198,7 +198,10 @@ class HealthMonitor:
             facts["risks"] = {"checked_at": risks["checked_at"], "items": risks["items"]}
         pool = pool_facts(db.engines[key])
         migrations = self.migration_state() if key is None else None
-        warnings = judge.component_warnings(facts, pool, self.app.config, migrations, risks and risks["items"])
+        local = tls.is_local(db.engines[key].url)
+        warnings = judge.component_warnings(
+            facts, pool, self.app.config, migrations, risks and risks["items"], local=local
+        )
         status, message = judge.component_verdict(facts["database_type"], warnings)
         return _result(key, name, status, message, elapsed, timestamp, facts, warnings=warnings, pool=pool)
 
@@ -310,6 +313,7 @@ def _result(
         "pool_status": pool,
         "message": message,
         "warnings": warnings or [],
+        "tls": None,  # unknown until a connection is made
         **facts,
     }
     if status == "unhealthy":

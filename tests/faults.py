@@ -183,10 +183,12 @@ class PrivateCluster:
 class PrivateMariaDB:
     """A MariaDB server of the test's own (mariadb-install-db, mariadbd) in a temporary folder on a free port.
 
-    For what must not happen on the shared server: making it a replica, for one.
+    For what must not happen on the shared server: making it a replica, for one,
+    or a server with TLS (``options`` such as ``--ssl-cert=...``; files the
+    ``mysql`` user can read).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, options: tuple[str, ...] = ()) -> None:
         for name in ("mariadb-install-db", "mariadbd"):
             if shutil.which(name) is None and not os.path.exists(f"/usr/sbin/{name}"):
                 pytest.skip(f"{name} not found (Debian package mariadb-server)")
@@ -209,7 +211,7 @@ class PrivateMariaDB:
             [shutil.which("mariadbd") or "/usr/sbin/mariadbd", "--no-defaults", f"--datadir={self.data}", *user,
              f"--port={self.port}", "--bind-address=127.0.0.1", f"--socket={self.folder}/mysqld.sock",
              f"--pid-file={self.folder}/mysqld.pid", f"--log-error={self.log_path}", "--skip-log-bin",
-             "--innodb-buffer-pool-size=16M", "--relay-log=relay-bin"],
+             "--innodb-buffer-pool-size=16M", "--relay-log=relay-bin", *options],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         deadline = time.monotonic() + 60
@@ -226,6 +228,18 @@ class PrivateMariaDB:
 
     def url(self, database: str = "mysql") -> str:
         return f"mariadb://root@127.0.0.1:{self.port}/{database}"
+
+    def execute(self, *statements: str) -> None:
+        """Run statements as root (set-up: users, databases)."""
+        import pymysql
+
+        connection = pymysql.connect(host="127.0.0.1", port=self.port, user="root", autocommit=True, ssl_disabled=True)
+        try:
+            with connection.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+        finally:
+            connection.close()
 
     def close(self) -> None:
         if self.process.poll() is None:

@@ -49,3 +49,21 @@ def test_the_primary_decides_up_or_down_and_a_bind_can_degrade():
     assert overall({"primary": down, "replica": up}) == ("unhealthy", down["message"])
     degraded = {"status": "degraded", "message": "PostgreSQL needs attention: x"}
     assert overall({"primary": degraded, "replica": up}) == ("degraded", degraded["message"])
+
+
+PRODUCTION = {**LIMITS, "APP_ENV": "production"}
+PLAIN = {"tls": {"in_use": False, "version": None, "cipher": None}}
+
+
+def test_production_warns_about_a_plain_connection_across_a_network():
+    assert component_warnings(PLAIN, QUIET_POOL, PRODUCTION, local=False) == [
+        "the connection to this database is not encrypted (no TLS) and crosses a network"
+    ]
+
+
+def test_no_tls_warning_for_loopback_encrypted_sqlite_or_outside_production():
+    encrypted = {"tls": {"in_use": True, "version": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384"}}
+    assert component_warnings(PLAIN, QUIET_POOL, PRODUCTION, local=True) == []
+    assert component_warnings(encrypted, QUIET_POOL, PRODUCTION, local=False) == []
+    assert component_warnings({"tls": None}, QUIET_POOL, PRODUCTION, local=False) == []
+    assert component_warnings(PLAIN, QUIET_POOL, {**LIMITS, "APP_ENV": "development"}, local=False) == []

@@ -1,4 +1,4 @@
-"""What a worker remembers of its own recent probes: counts and latencies (transitions are the fleet's: transitions.py)."""
+"""What a worker remembers of its own recent probes: counts, latencies, the last few (transitions are the fleet's: transitions.py)."""
 from __future__ import annotations
 
 import statistics
@@ -7,6 +7,7 @@ from collections import deque
 from typing import Any
 
 LATENCIES = 120
+RECENT_PROBES = 60  # the status page's latency chart: five minutes at its 5 s refresh
 
 
 class ProbeHistory:
@@ -15,6 +16,7 @@ class ProbeHistory:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.latencies: deque[float] = deque(maxlen=LATENCIES)
+        self.recent_probes: deque[dict[str, Any]] = deque(maxlen=RECENT_PROBES)
         self.checks_total = 0
         self.failures_total = 0
         self.consecutive_failures = 0
@@ -30,6 +32,9 @@ class ProbeHistory:
             previous, self.last_status = self.last_status, snapshot["status"]
             self.checks_total += 1
             self.latencies.append(primary["response_time_ms"])
+            self.recent_probes.append(
+                {"at": snapshot["timestamp"], "status": snapshot["status"], "response_time_ms": primary["response_time_ms"]}
+            )
             if primary["status"] == "unhealthy":
                 self.failures_total += 1
                 self.consecutive_failures += 1
@@ -56,4 +61,5 @@ class ProbeHistory:
                     "p95": round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 2) if latencies else None,
                     "max": round(latencies[-1], 2) if latencies else None,
                 },
+                "recent_probes": list(self.recent_probes),
             }

@@ -50,7 +50,7 @@ export function draw(probes) {
     const value = top * fraction;
     svg.append(
       s("line", { x1: PAD.left, x2: W - PAD.right, y1: y(value), y2: y(value), class: "grid" }),
-      s("text", { x: PAD.left - 6, y: y(value) + 4, "text-anchor": "end", class: "axis-label" }, ms(value)),
+      s("text", { x: PAD.left - 6, y: y(value) + 4, "text-anchor": "end", class: "axis-label" }, `${+value.toPrecision(3)} ms`),
     );
   }
   svg.append(

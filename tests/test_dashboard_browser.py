@@ -15,6 +15,7 @@ import urllib.request
 import pytest
 import sqlalchemy as sa
 from flask_migrate import upgrade
+from selenium.common.exceptions import WebDriverException
 
 from backend import create_app
 from backend.extensions import db
@@ -99,7 +100,7 @@ def wait_for(check, what, timeout=WAIT_S):
     while True:
         try:
             result = check()
-        except Exception:  # the page is mid-refresh: elements come and go
+        except WebDriverException:  # the page is mid-refresh: elements come and go
             result = None
         if result:
             return result
@@ -206,8 +207,11 @@ def test_viewer_sees_cards_chart_and_transitions_without_admin_tools(server, bro
     wait_for(lambda: by_id(browser, "login").is_displayed(), "the login form after logging out")
     assert browser.driver.execute_script("return sessionStorage.getItem('dbhealth.session')") is None
     # Every worker refuses a revoked token within 2 s of the revocation.
-    status, body = wait_for(lambda: (lambda answer: answer[0] == 401 and answer)(api(server, "/api/database/status", token)),
-                            "the token to be refused", timeout=5)
+    def refused():
+        answer = api(server, "/api/database/status", token)
+        return answer if answer[0] == 401 else None
+
+    _, body = wait_for(refused, "the token to be refused", timeout=5)
     assert body["code"] == "token_revoked"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import urllib.request
 
@@ -56,7 +57,7 @@ def site(tmp_path_factory):
         for engine in db.engines.values():
             engine.dispose()
     server = Gunicorn(env, workers=2)
-    yield server, proxy
+    yield server, proxy, url
     server.stop()
     proxy.close()
     drop()
@@ -167,14 +168,7 @@ def test_viewer_sees_cards_chart_and_transitions_without_admin_tools(server, bro
     assert not by_id(browser, "reconnect").is_displayed()
     assert not by_id(browser, "console-form").is_displayed()
 
-    # Sessions and locks: shown when the service has them, hidden when they answer 404.
     token = json.loads(browser.driver.execute_script("return sessionStorage.getItem('dbhealth.session')"))["token"]
-    sessions_status, _ = api(server, "/api/database/sessions", token)
-    if sessions_status == 404:
-        assert not by_id(browser, "sessions-panel").is_displayed()
-    else:
-        wait_for(lambda: by_id(browser, "sessions-panel").is_displayed(), "the sessions panel")
-        assert "sessions" in by_id(browser, "sessions-summary").text
 
     # The token lives in this tab's sessionStorage only.
     assert browser.driver.execute_script("return window.localStorage.length") == 0
@@ -213,6 +207,48 @@ def test_viewer_sees_cards_chart_and_transitions_without_admin_tools(server, bro
 
     _, body = wait_for(refused, "the token to be refused", timeout=5)
     assert body["code"] == "token_revoked"
+
+
+def test_sessions_and_blocking_chains_or_no_panel(site, browser):
+    """With /sessions and /locks (SPEC 10) the panel shows a real lock wait; where they answer 404 it is hidden."""
+    server, _, url = site
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"), poolclass=sa.pool.NullPool)
+    with engine.connect() as holder, engine.connect() as waiter:
+        holder.exec_driver_sql("CREATE TABLE IF NOT EXISTS held (id int)")
+        holder.commit()
+        holder.exec_driver_sql("LOCK TABLE held IN ACCESS EXCLUSIVE MODE")  # held until the rollback below
+        holder_pid = holder.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        waiter_pid = waiter.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        waiter.exec_driver_sql("SET statement_timeout = '60s'")
+        blocked = threading.Thread(target=lambda: _wait_quietly(waiter), daemon=True)
+        blocked.start()
+        try:
+            log_in(browser, server, "ada")
+            wait_for(lambda: card_status(browser, "primary"), "the cards")
+            token = json.loads(browser.driver.execute_script("return sessionStorage.getItem('dbhealth.session')"))["token"]
+            sessions_status, _ = api(server, "/api/database/sessions", token)
+            if sessions_status == 404:
+                wait_for(lambda: "Updated" in by_id(browser, "updated").text, "a refresh")
+                assert not by_id(browser, "sessions-panel").is_displayed()
+            else:
+                wait_for(lambda: by_id(browser, "sessions-panel").is_displayed(), "the sessions panel")
+                assert "sessions of" in by_id(browser, "sessions-summary").text
+                assert "idle in transaction" in by_id(browser, "sessions-by-state").text
+                wait_for(lambda: f"pid {waiter_pid}" in by_id(browser, "locks").text, "the blocked session in a chain")
+                chains = by_id(browser, "locks").text
+                assert f"pid {holder_pid}" in chains
+                assert "held" in chains  # the relation waited for
+        finally:
+            holder.rollback()
+            blocked.join(timeout=10)
+    engine.dispose()
+    assert_clean(browser, server)
+
+
+def _wait_quietly(connection):
+    """Wait for the lock; the holder's rollback lets it through."""
+    connection.exec_driver_sql("SELECT count(*) FROM held").scalar()
+    connection.rollback()
 
 
 def test_banner_turns_red_when_the_database_is_taken_away(server, proxy, browser):

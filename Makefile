@@ -35,6 +35,7 @@ run: migrate
 	@echo "  $(FLASK) auth create-user admin --role admin"
 	@echo "  curl -s -X POST http://$(HOST):$(PORT)/api/auth/login -H 'Content-Type: application/json' \\"
 	@echo "       -d '{\"username\": \"admin\", \"password\": \"<the password>\"}'"
+	@echo "or, after create-user, open the status page: http://$(HOST):$(PORT)/dashboard"
 	@echo
 	$(FLASK) run --host $(HOST) --port $(PORT)
 

@@ -86,11 +86,12 @@ function gauge({ value, max, text: label }) {
   return h("span", { className: "gauge" }, meter, h("span", {}, label));
 }
 
-// Transitions from every worker that answered, newest first.
+// Transitions, newest first: the fleet's (every instance and component) where
+// /status gives them so, and merged over refreshes in any case.
 const transitionsSeen = new Map();
 
-export function transitions(list) {
-  for (const t of list || []) transitionsSeen.set(`${t.at}|${t.from}|${t.to}`, t);
+export function transitions(list, error) {
+  for (const t of list || []) transitionsSeen.set(`${t.at}|${t.instance}|${t.component}|${t.from}|${t.to}`, t);
   const newest = [...transitionsSeen.values()].sort((a, b) => Date.parse(b.at) - Date.parse(a.at)).slice(0, 20);
   replace(
     $("transitions"),
@@ -98,15 +99,19 @@ export function transitions(list) {
       ? newest.map((t) =>
           h(
             "li",
-            {},
+            { title: t.message || "" },
             h("time", { dateTime: t.at }, when(t.at)),
+            " ",
+            t.component ? h("span", { className: "component" }, t.component) : null,
             " ",
             h("span", { className: "pill", dataset: { status: t.from || "unknown" } }, t.from ? statusLabel(t.from) : "start"),
             " → ",
             h("span", { className: "pill", dataset: { status: t.to } }, statusLabel(t.to)),
+            t.instance ? h("span", { className: "muted" }, ` on ${t.instance}`) : null,
           ),
         )
       : h("li", { className: "muted" }, "No changes seen yet"),
+    error ? h("li", { className: "muted" }, `Stored history unavailable: ${error}`) : null,
   );
 }
 
@@ -131,5 +136,6 @@ export function summaries(status) {
       `; ${migrationText}.`,
   );
   const process = status.process || {};
-  text("process", `Answered by process ${process.pid}, up ${seconds(process.uptime_seconds)}, pool generation ${process.pool_generation}.`);
+  const instance = status.instance ? `instance ${status.instance}, ` : "";
+  text("process", `Answered by ${instance}process ${process.pid}, up ${seconds(process.uptime_seconds)}.`);
 }

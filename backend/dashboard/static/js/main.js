@@ -50,7 +50,7 @@ async function refresh() {
   banner(data.health.status, data.health.message);
   cards(data, info);
   replace($("chart"), chart.draw(chart.remember(data.monitor && data.monitor.recent_probes)));
-  transitions(data.monitor && data.monitor.transitions);
+  transitions(data.monitor && data.monitor.transitions, data.monitor && data.monitor.transitions_error);
   summaries(data);
   text("updated", `Updated ${when(new Date().toISOString())}; refreshes every ${REFRESH_MS / 1000} s while this tab is visible.`);
   await refreshSessions();

@@ -55,7 +55,7 @@ class AuditEvent(db.Model):
     def to_dict(self) -> dict:
         return {
             "id": self.id,
-            "time": self.created_at.isoformat(timespec="milliseconds") + "Z",
+            "at": self.created_at.isoformat(timespec="milliseconds") + "Z",
             "actor": self.actor,
             "action": self.action,
             "target": self.target,

@@ -20,6 +20,7 @@ from backend.config import BIND_PREFIX, SETTINGS
 from backend.db.urls import mask_url
 from backend.extensions import db
 from backend.state import state
+from tests.contract import ContractClient
 
 SERVERS = {
     "postgresql": os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
@@ -100,6 +101,7 @@ def make_app(tmp_path):
             **settings,
         }
         app = create_app(config)
+        app.test_client_class = ContractClient
         apps.append(app)
         if migrate:
             with app.app_context():

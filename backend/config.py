@@ -160,6 +160,20 @@ def _readable_file(name: str, raw: str) -> str:
     if problem:
         raise ConfigError(f"{name} {problem}: {path!r}")
     return path
+def _pgbouncer_admin_url(name: str, raw: str) -> Any:
+    """pgbouncer's admin console: postgresql://user[:password]@host:port/pgbouncer."""
+    import sqlalchemy as sa  # only when the variable is set
+
+    try:
+        url = sa.make_url(raw.strip())
+    except Exception:
+        raise ConfigError(f"{name} is not a valid URL (postgresql://user@host:6432/pgbouncer)") from None
+    shown = url.render_as_string(hide_password=True)
+    if url.get_backend_name() not in ("postgresql", "postgres") or not url.host:
+        raise ConfigError(f"{name} must be postgresql://user@host:port/pgbouncer, got {shown!r}")
+    if url.database != "pgbouncer":
+        raise ConfigError(f"{name} must name pgbouncer's admin database (.../pgbouncer), got {shown!r}")
+    return url
 
 
 positive_int = _integer(1, "a positive integer")
@@ -196,6 +210,7 @@ SETTINGS: dict[str, tuple[Callable[[str, str], Any], Any]] = {
     "DB_SSLROOTCERT": (_readable_file, None),
     "DB_SSLCERT": (_readable_file, None),
     "DB_SSLKEY": (_readable_file, None),
+    "DB_PGBOUNCER_ADMIN_URL": (_pgbouncer_admin_url, None),
     "JWT_SECRET_KEY": (_text, None),
     "JWT_ACCESS_TOKEN_EXPIRES": (positive_int, 3600),
     "METRICS_TOKEN": (_text, None),

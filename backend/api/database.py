@@ -8,6 +8,7 @@ import platform
 import time
 from typing import Any
 
+import psycopg2
 from flask import current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -20,7 +21,7 @@ from ..db.facts import connection_facts, pool_facts
 from ..errors import ApiError, error_body
 from ..extensions import db
 from ..fleet.workers import live_workers
-from ..health import dialects, judge, transitions
+from ..health import dialects, judge, pooler, transitions
 from ..health.monitor import component_keys, iso_now, monitor
 from ..state import state
 from .blueprint import bp
@@ -217,17 +218,33 @@ def status():
 @admin_only
 def reconnect():
     app = current_app._get_current_object()
+    pooler_reconnected = reconnect_pooler(app)
     applied = reconnection.request_reconnect(app)
     metrics.RECONNECTS.inc()
     snapshot, _ = monitor().health(force=True)
     data = {**applied, "health": present(snapshot, False, True)}
     detail = {key: applied[key] for key in ("generation", "disposed_connections", "fallback")}
     detail["status"] = snapshot["status"]
+    if pooler_reconnected is not None:
+        data["pooler_reconnected"] = detail["pooler_reconnected"] = pooler_reconnected
     if snapshot["status"] == "unhealthy":
         log.warning("audit event not stored, database down: action=reconnect detail=%s", detail)
         return error_body("db_unavailable", snapshot["message"], "Database still unavailable", data=data), 503
     audit.record("reconnect", "ok", detail=detail)
     return {"success": True, "data": data}
+
+
+def reconnect_pooler(app) -> list[str] | str | None:
+    """With DB_PGBOUNCER_ADMIN_URL, ask pgbouncer to replace its server connections too (RECONNECT)."""
+    console = monitor().pooler
+    if console is None:
+        return None
+    databases = {engine.url.database for engine in db.engines.values()}
+    try:
+        return pooler.reconnect(console, app.config["DB_HEALTH_TIMEOUT"], databases)
+    except (psycopg2.Error, DeadlineExceeded) as error:
+        log.warning("pgbouncer RECONNECT failed: %s", type(error).__name__)
+        return f"failed: {type(error).__name__}"
 
 
 @bp.get("/audit")

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
 from . import tls
+from .hosts import race_hosts
 from .urls import database_backend
 
 APPLICATION_NAME = "dbhealth"
@@ -76,6 +77,7 @@ def sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
 
 
 def prepare_engine(engine: Engine) -> None:
-    """Attach dialect-specific connection set-up to an engine Flask-SQLAlchemy built."""
+    """Attach dialect-specific connection set-up to an engine (Flask-SQLAlchemy's or a side one)."""
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", sqlite_pragmas)
+    race_hosts(engine)

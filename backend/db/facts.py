@@ -6,7 +6,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from .urls import DEFAULT_PORTS, database_backend, mask_url
+from .urls import database_backend, hosts_of, mask_url
 
 
 def pool_facts(engine: Engine) -> dict[str, Any]:
@@ -42,11 +42,14 @@ def connection_facts(engine: Engine, options: dict[str, Any]) -> dict[str, Any]:
     url = engine.url
     pool = engine.pool
     queue_pool = isinstance(pool, sa.pool.QueuePool)
+    hosts = hosts_of(url)
     return {
         "database_type": database_backend(url),
         "driver": url.get_driver_name(),
-        "host": url.host,
-        "port": url.port or DEFAULT_PORTS.get(database_backend(url)),
+        "host": hosts[0][0] if hosts else None,  # the first of ``hosts``
+        "port": hosts[0][1] if hosts else None,
+        "hosts": [{"host": host, "port": port} for host, port in hosts],
+        "target_session_attrs": url.query.get("target_session_attrs"),
         "database": url.database,
         "user": url.username,
         "url": mask_url(url),

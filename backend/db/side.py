@@ -27,6 +27,7 @@ from ..state import state
 from . import tls
 from .deadline import DeadlineExceeded, deadline
 from .engines import connect_args
+from .hosts import race_hosts
 
 T = TypeVar("T")
 PROBE_APPLICATION_NAME = "dbhealth-probe"
@@ -50,7 +51,10 @@ def side_engine(key: str | None, purpose: str = "reads") -> Engine:
     with engines_lock:
         engine = engines.get((key, purpose))
         if engine is None:
-            engine = engines[(key, purpose)] = _make_side_engine(app, key, purpose)
+            engine = _make_side_engine(app, key, purpose)
+            if engine is not db.engines[key]:
+                race_hosts(engine)  # several hosts in the URL: race them, as the app's engines do
+            engines[(key, purpose)] = engine
     return engine
 
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
@@ -26,18 +28,89 @@ SUPPORTED = ("postgresql", "mysql", "mariadb", "sqlite")
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
 
 
+# scheme://[userinfo@]hosts[/database][?query]: the libpq spelling of several hosts.
+URL_PARTS = re.compile(r"^(?P<scheme>[^:/]+)://(?:(?P<userinfo>[^@/?]*)@)?(?P<hosts>[^/?]*)(?P<rest>.*)$", re.S)
+
+
 def mask_url(url: URL | str | None) -> str | None:
-    """Render a database URL with its password replaced by ``***``."""
+    """Render a database URL with its password replaced by ``***`` (the user name stays)."""
     if url is None:
         return None
     if isinstance(url, str):
         try:
-            url = sa.make_url(url)
+            url = sa.make_url(_hosts_into_query(url))
         except Exception:
-            # Unparseable: hide everything between "://" and "@".
+            # Unparseable: keep the user name, hide the rest of what comes before the last "@".
             scheme, sep, rest = url.partition("://")
-            return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
+            if "@" not in rest:
+                return url
+            userinfo, _, where = rest.rpartition("@")
+            return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{where}"
+    hosts = url.query.get("host")
+    if isinstance(hosts, tuple) and len(hosts) > 1:
+        # Several hosts: shown in libpq's spelling, h1:5432,h2:5432, as an operator writes them.
+        query = {k: v for k, v in url.query.items() if k != "host"}
+        shown = url.set(host=None, port=None, query=query).render_as_string(hide_password=True)
+        scheme, _, rest = shown.partition("://")
+        userinfo, at, rest = rest.rpartition("@") if "@" in rest.partition("/")[0] else ("", "", rest)
+        listed = ",".join(f"{host}:{port}" for host, port in hosts_of(url))
+        return f"{scheme}://{userinfo}{at}{listed}{rest}"
     return url.render_as_string(hide_password=True)
+
+
+def hosts_of(url: URL) -> list[tuple[str, int | None]]:
+    """Every (host, port) a URL names, in order: one for most URLs, several for libpq multi-host ones."""
+    default = DEFAULT_PORTS.get(database_backend(url))
+    hosts = url.query.get("host")
+    if isinstance(hosts, tuple):
+        return [_host_port(entry, default) for entry in hosts]
+    if isinstance(hosts, str) and not url.host:
+        return [(hosts, url.port or default)]
+    return [(url.host, url.port or default)] if url.host else []
+
+
+def _host_port(entry: str, default: int | None) -> tuple[str, int | None]:
+    host, colon, port = entry.rpartition(":") if not entry.endswith("]") else (entry, "", "")
+    if not colon:
+        return entry.strip("[]"), default
+    return host.strip("[]"), int(port) if port.isdecimal() else port or default
+
+
+def _hosts_into_query(raw: str) -> str:
+    """Rewrite libpq's ``h1:5432,h2:5433`` host list into the ``?host=h1:5432&host=h2:5433`` form SQLAlchemy reads."""
+    parts = URL_PARTS.match(raw)
+    if not parts or "," not in parts["hosts"]:
+        return raw
+    userinfo = f"{parts['userinfo']}@" if parts["userinfo"] is not None else ""
+    path, question, query = parts["rest"].partition("?")
+    added = "&".join(f"host={quote(entry.strip(), safe='[]:')}" for entry in parts["hosts"].split(","))
+    return f"{parts['scheme']}://{userinfo}{path or '/'}?{added}{'&' + query if query else ''}"
+
+
+def _normalise_hosts(url: URL, variable: str) -> URL:
+    """Both multi-host spellings as one: ``host=h1:p1&host=h2:p2``, each entry with its port."""
+    hosts, ports = url.query.get("host"), url.query.get("port")
+    if hosts is None or (isinstance(hosts, str) and "," not in hosts):
+        return url
+    hosts = list(hosts) if isinstance(hosts, tuple) else hosts.split(",")
+    ports = [] if ports is None else list(ports) if isinstance(ports, tuple) else ports.split(",")
+    if ports and len(ports) not in (1, len(hosts)):
+        raise ConfigError(f"{variable} lists {len(hosts)} hosts but {len(ports)} ports: {mask_url(url)!r}")
+    if ports and any(":" in entry and not entry.endswith("]") for entry in hosts):
+        raise ConfigError(f"{variable} gives ports both in host= and in port=: {mask_url(url)!r}")
+    entries = []
+    for index, host in enumerate(hosts):
+        port = ports[index if len(ports) > 1 else 0] if ports else ""
+        if port and not port.strip().isdecimal():
+            raise ConfigError(f"{variable} has an invalid port {port!r}: {mask_url(url)!r}")
+        if not host.strip():
+            raise ConfigError(f"{variable} has an empty host in its host list: {mask_url(url)!r}")
+        _, colon, own_port = host.rpartition(":") if not host.endswith("]") else ("", "", "")
+        if colon and not own_port.strip().isdecimal():
+            raise ConfigError(f"{variable} has an invalid port {own_port!r}: {mask_url(url)!r}")
+        entries.append(f"{host.strip()}:{port.strip()}" if port else host.strip())
+    query = {k: v for k, v in url.query.items() if k not in ("host", "port")}
+    return url.set(host=None, port=None, query={**query, "host": tuple(entries)})
 
 
 def scrub_secrets(text: str) -> str:
@@ -51,7 +124,7 @@ def scrub_secrets(text: str) -> str:
 def parse_url(raw: str, variable: str) -> URL:
     """Parse a database URL, choose its driver, and check the driver is installed."""
     try:
-        url = sa.make_url(raw)
+        url = sa.make_url(_hosts_into_query(raw))
     except Exception:
         raise ConfigError(f"{variable} is not a valid database URL: {mask_url(raw)!r}") from None
 
@@ -66,6 +139,10 @@ def parse_url(raw: str, variable: str) -> URL:
     driver = driver or DEFAULT_DRIVERS.get(backend, "")
     url = url.set(drivername=f"{backend}+{driver}" if driver else backend)
 
+    if backend == "postgresql":
+        url = _normalise_hosts(url, variable)
+    elif isinstance(url.query.get("host"), tuple) or "," in str(url.query.get("host") or ""):
+        raise ConfigError(f"{variable}: several hosts in one URL work for PostgreSQL only: {mask_url(url)!r}")
     if backend == "sqlite":
         url = _sqlite_file(url, variable)
     elif not url.host and not url.query.get("host") and not url.query.get("unix_socket"):

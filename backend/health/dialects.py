@@ -17,17 +17,21 @@ from ..db.probe_connection import ProbeConnection, probe_connection
 from ..db.side import run_bounded
 from ..extensions import db
 from ..ops import risks as capacity, unsupported_reason
+from . import servers
 
 # One round trip: client connections in use (cheaper than counting pg_stat_activity),
 # the limit, recovery state and replay lag (0 when everything received is replayed).
-POSTGRES_PROBE = """
+# The light probe: recovery state and which server answered (servers.py).
+POSTGRES_LIGHT = f"SELECT pg_is_in_recovery(), {servers.POSTGRES_IDENTITY}"
+POSTGRES_PROBE = f"""
 SELECT (SELECT count(*) FROM pg_stat_get_backend_idset() AS b WHERE pg_stat_get_backend_dbid(b) <> 0),
        current_setting('max_connections')::int,
        pg_is_in_recovery(),
        CASE WHEN NOT pg_is_in_recovery() THEN NULL
             WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
             ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)
-       END
+       END,
+       {servers.POSTGRES_IDENTITY}, {servers.POSTGRES_LINEAGE}
 """
 POSTGRES_FACTS = """
 SELECT EXTRACT(EPOCH FROM now() - pg_postmaster_start_time()),
@@ -38,8 +42,16 @@ SELECT EXTRACT(EPOCH FROM now() - pg_postmaster_start_time()),
 POSTGRES_TLS = "SELECT ssl, version, cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
 MARIADB_PROBE = (
     "SELECT @@read_only, @@max_connections, (SELECT VARIABLE_VALUE FROM "
-    "information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'THREADS_CONNECTED')"
+    "information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'THREADS_CONNECTED'), "
+    "@@hostname, @@port, @@server_id"
 )
+# Which server answered: MariaDB has no @@server_uuid, its @@server_id names a server of a replication set.
+# TiDB is asked only what it is known to answer.
+MYSQL_IDENTITY = {
+    "mariadb": "@@hostname, @@port, @@server_id",
+    "mysql": "@@hostname, @@port, @@server_uuid",
+    "tidb": "@@hostname, @@port, NULL",
+}
 
 
 def _connections(used: Any, maximum: Any) -> dict[str, Any]:
@@ -71,16 +83,19 @@ def probe_postgresql(connection: ProbeConnection, full: bool) -> dict[str, Any]:
         "version": f"PostgreSQL {major}.{minor}",
         "tls": tls_facts(connection),
     }
+    dbapi_connection = connection.pooled.dbapi_connection
     if not full:
-        (in_recovery,) = connection.fetch("SELECT pg_is_in_recovery()")
-        return {**facts, "read_only": bool(in_recovery), "replica": bool(in_recovery)}
-    used, maximum, in_recovery, lag = connection.fetch(POSTGRES_PROBE)
+        in_recovery, *identity = connection.fetch(POSTGRES_LIGHT)
+        server = servers.postgres_server(tuple(identity), in_recovery, dbapi_connection, connection.url)
+        return {**facts, "read_only": bool(in_recovery), "replica": bool(in_recovery), "server": server}
+    used, maximum, in_recovery, lag, *identity = connection.fetch(POSTGRES_PROBE)
     return {
         **facts,
         "connections": _connections(used, maximum),
         "read_only": bool(in_recovery),
         "replica": bool(in_recovery),
         "replication_lag_s": round(float(lag), 3) if lag is not None else None,
+        "server": servers.postgres_server(tuple(identity), in_recovery, dbapi_connection, connection.url),
     }
 
 
@@ -102,22 +117,21 @@ def _mysql_flavour(connection: ProbeConnection) -> tuple[str, str]:
 def probe_mysql(connection: ProbeConnection, full: bool) -> dict[str, Any]:
     flavour, version = _mysql_flavour(connection)
     facts: dict[str, Any] = {"database_type": flavour, "version": version, "tls": tls_facts(connection)}
+    identity_sql = MYSQL_IDENTITY[flavour]
     if not full:
-        (read_only,) = connection.fetch("SELECT @@read_only")
-        return {**facts, "read_only": bool(int(read_only)), "replica": bool(int(read_only))}
-    if flavour == "mariadb":
-        read_only, maximum, used = connection.fetch(MARIADB_PROBE)
+        read_only, *identity = connection.fetch(f"SELECT @@read_only, {identity_sql}")
+    elif flavour == "mariadb":
+        read_only, maximum, used, *identity = connection.fetch(MARIADB_PROBE)
     else:
-        read_only, maximum = connection.fetch("SELECT @@read_only, @@max_connections")
+        read_only, maximum, *identity = connection.fetch(f"SELECT @@read_only, @@max_connections, {identity_sql}")
         row = connection.fetch("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
         used = row[1] if row else None
-    return {
-        **facts,
-        "connections": _connections(used, maximum),
-        "read_only": bool(int(read_only)),
-        "replica": bool(int(read_only)),
-        "replication_lag_s": None,
-    }
+    read_only = bool(int(read_only))
+    server = servers.mysql_server(*identity, read_only, flavour, connection.pooled.dbapi_connection, connection.url)
+    facts.update(read_only=read_only, replica=read_only, server=server)
+    if not full:
+        return facts
+    return {**facts, "connections": _connections(used, maximum), "replication_lag_s": None}
 
 
 def probe_sqlite(connection: ProbeConnection, full: bool) -> dict[str, Any]:
@@ -128,6 +142,7 @@ def probe_sqlite(connection: ProbeConnection, full: bool) -> dict[str, Any]:
         "read_only": False,
         "replica": False,
         "tls": None,  # a file: nothing on a wire
+        "server": {"address": None, "port": None, "in_recovery": False, "unreachable_hosts": []},
     }
     if not full:
         return facts

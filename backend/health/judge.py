@@ -9,7 +9,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-LABELS = {"postgresql": "PostgreSQL", "mysql": "MySQL", "mariadb": "MariaDB", "tidb": "TiDB", "sqlite": "SQLite"}
+from .servers import name as server_name
+
+LABELS = {
+    "postgresql": "PostgreSQL",
+    "mysql": "MySQL",
+    "mariadb": "MariaDB",
+    "tidb": "TiDB",
+    "sqlite": "SQLite",
+    "pgbouncer": "pgbouncer",
+}
+# A bind is meant to be a replica when its name says so, its URL asks for a standby, or it was seen in recovery.
+REPLICA_NAMES = ("replica", "standby")
+STANDBY_ATTRS = ("read-only", "standby", "prefer-standby")
+# Clients queued this long in pgbouncer make the pooler degraded.
+POOLER_WAIT_WARN_S = 1.0
 
 
 def component_warnings(
@@ -98,3 +112,54 @@ def risk_report(components: Mapping[str, Mapping[str, Any]], supported: Mapping[
         risks = component.get("risks") or {}
         report[name] = {"supported": supported[name], "checked_at": risks.get("checked_at"), "items": risks.get("items", [])}
     return report
+def meant_as_replica(name: str, target_session_attrs: str | None, seen_in_recovery: bool) -> bool:
+    """Whether a bind is expected to be a replica (see REPLICA_NAMES, STANDBY_ATTRS)."""
+    return any(word in name.lower() for word in REPLICA_NAMES) or target_session_attrs in STANDBY_ATTRS or seen_in_recovery
+
+
+def same_server(one: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> bool:
+    """Two ``server`` facts name one server.
+
+    PostgreSQL: same port, postmaster start time and system identifier (a
+    replica shares only the identifier; the address can differ by interface).
+    MySQL family: same @@hostname, @@port and server id or uuid.
+    """
+    if not one or not other or one.get("port") is None:
+        return False
+    keys = ["port", "postmaster_start_time", "system_identifier", "server_uuid", "server_id"]
+    if one.get("postmaster_start_time") is None:
+        keys.append("address")
+    known = [key for key in keys if key == "port" or (one.get(key) is not None and other.get(key) is not None)]
+    return all(one.get(key) == other.get(key) for key in known)
+
+
+def replica_warnings(name: str, facts: Mapping[str, Any], primary: Mapping[str, Any] | None) -> list[str]:
+    """What is wrong with a bind meant to be a replica: it accepts writes, or it is the primary itself."""
+    server = facts.get("server") or {}
+    warnings = []
+    if server.get("in_recovery") is False or facts.get("read_only") is False:
+        warnings.append(f"replica {name} is writable: {server_name(server)} is not in recovery (a primary)")
+    if primary and same_server(server, primary.get("server")):
+        warnings.append(f"replica {name} is the same server as the primary ({server_name(server)})")
+    return warnings
+
+
+def pooler_queue(facts: Mapping[str, Any], min_wait_s: float = 0.0) -> str | None:
+    """"pooler queue full: ..." when clients wait for a server connection and none is idle, else None."""
+    waiting = facts.get("clients_waiting") or 0
+    longest = facts.get("longest_wait_s") or 0.0
+    if waiting <= 0 or longest < min_wait_s or (facts.get("server_connections_idle") or 0) > 0:
+        return None
+    return f"pooler queue full: {waiting} client{'s' if waiting != 1 else ''} waiting, longest {longest:.1f} s"
+
+
+def pooler_warnings(facts: Mapping[str, Any]) -> list[str]:
+    queue = pooler_queue(facts, POOLER_WAIT_WARN_S)
+    return [queue] if queue else []
+
+
+def explain_timeout(pooler: Mapping[str, Any] | None) -> str | None:
+    """Why a probe through pgbouncer got no answer: a full queue, told apart from a frozen server."""
+    if not pooler or pooler.get("status") == "unhealthy":
+        return None
+    return pooler_queue(pooler)

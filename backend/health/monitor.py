@@ -20,6 +20,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
 from typing import Any
 
+import psycopg2
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -30,7 +31,7 @@ from ..db.facts import pool_facts
 from ..db.urls import scrub_secrets
 from ..extensions import db
 from ..state import state
-from . import dialects, judge, shared
+from . import dialects, judge, pooler, servers, shared
 from .history import ProbeHistory
 from .migrations import MigrationState
 
@@ -44,6 +45,10 @@ FULL_FACTS_EVERY_S = 10.0
 # often, with a full probe, on a side connection, within the probe's deadline.
 # Tests lower it through the Flask key DB_RISKS_EVERY_S.
 RISKS_EVERY_S = 60.0
+
+# A change of server is one of the changes the instance records once, when it publishes a probe.
+if servers.detect_change not in shared.DETECTORS:
+    shared.DETECTORS.append(servers.detect_change)
 
 
 def iso_now() -> str:
@@ -70,6 +75,10 @@ class HealthMonitor:
         self.shares = True  # a serving worker shares its results with its instance; a CLI command does not
         self.history = ProbeHistory()
         self.migrations = MigrationState(app)
+        self.servers: dict[str, dict[str, Any]] = {}  # component -> the server that last answered
+        self.seen_in_recovery: set[str] = set()
+        admin_url = app.config.get("DB_PGBOUNCER_ADMIN_URL")
+        self.pooler = pooler.PoolerConsole(admin_url, app.config["DB_HEALTH_TIMEOUT"]) if admin_url else None
 
     def health(self, force: bool = False) -> tuple[dict[str, Any], bool]:
         """The latest health and whether it was reused from the cache."""
@@ -128,34 +137,80 @@ class HealthMonitor:
         return self.migrations.get(force)
 
     def _check_all(self) -> dict[str, Any]:
-        """Probe the primary here and every bind in parallel, then judge the whole."""
+        """Probe the primary here and every bind (and the pooler) in parallel, then judge the whole."""
         reconnect.apply_pending_reconnect(self.app)
         probed_at = time.time()
         keys = component_keys(self.app)
         timeout = self.app.config["DB_HEALTH_TIMEOUT"]
         binds = [name for name in keys if name != "primary"]
+        others = binds + (["pooler"] if self.pooler else [])
         results: dict[str, dict[str, Any]] = {}
-        executor = ThreadPoolExecutor(len(binds), thread_name_prefix="probe") if binds else None
+        executor = ThreadPoolExecutor(len(others), thread_name_prefix="probe") if others else None
         try:
-            futures = {name: executor.submit(self._probe_in_context, name, keys[name]) for name in binds} if executor else {}
+            futures = {name: executor.submit(self._probe_in_context, name, keys.get(name)) for name in others} if executor else {}
             results["primary"] = self._probe_component("primary", None)
             for name, future in futures.items():
                 try:
                     results[name] = future.result(timeout=timeout + 1)
                 except FutureTimeout:
                     message = "No answer within the health timeout"
-                    results[name] = _result(keys[name], name, "unhealthy", message, timeout, iso_now(), {})
+                    results[name] = _result(keys.get(name), name, "unhealthy", message, timeout, iso_now(), {})
         finally:
             if executor:
                 executor.shutdown(wait=False)
+        self._judge_together(results)
         status, message = judge.overall(results)
         snapshot = {**results["primary"], "status": status, "message": message, "components": results}
+        for name, component in results.items():
+            metrics.record_probe(name, component["status"], component["response_time_ms"] / 1000, component["pool_status"] or {})
         self._remember(snapshot, probed_at)
         return snapshot
 
+    def _judge_together(self, results: dict[str, dict[str, Any]]) -> None:
+        """What needs several components at once: replica binds against the primary, a timeout against the pooler."""
+        primary = results["primary"]
+        for name, component in results.items():
+            if name in ("primary", "pooler") or component["status"] == "unhealthy":
+                continue
+            if component.get("replica"):
+                self.seen_in_recovery.add(name)
+            attrs = db.engines[name].url.query.get("target_session_attrs")
+            if judge.meant_as_replica(name, attrs, name in self.seen_in_recovery):
+                extra = judge.replica_warnings(name, component, primary if primary["status"] != "unhealthy" else None)
+                if extra:
+                    component["warnings"] = [*component["warnings"], *extra]
+                    component["status"], component["message"] = judge.component_verdict(component["database_type"], component["warnings"])
+        if primary.pop("timed_out", False) and "pooler" in results:
+            queued = judge.explain_timeout(results["pooler"])
+            if queued:
+                primary["message"] = f"{queued} (no answer within {self.app.config['DB_HEALTH_TIMEOUT']:g}s)"
+        for component in results.values():
+            component.pop("timed_out", None)
+
+    def _probe_pooler(self) -> dict[str, Any]:
+        """The ``pooler`` component: pgbouncer's queue and server connections, from its admin console."""
+        timeout = self.app.config["DB_HEALTH_TIMEOUT"]
+        started, timestamp = time.perf_counter(), iso_now()
+        databases = {engine.url.database for engine in db.engines.values()}
+        try:
+            facts = pooler.facts(self.pooler, timeout, databases)
+        except DeadlineExceeded:
+            message = f"No answer from pgbouncer's admin console within {timeout:g}s"
+            return _result(None, "pooler", "unhealthy", message, time.perf_counter() - started, timestamp, _pooler_down(self.pooler))
+        except psycopg2.Error as error:
+            detail = scrub_secrets(str(error).strip())
+            log.warning("probe of pooler failed: %s", detail)
+            message = f"pgbouncer's admin console unreachable ({type(error).__name__})"
+            elapsed = time.perf_counter() - started
+            return _result(None, "pooler", "unhealthy", message, elapsed, timestamp, _pooler_down(self.pooler), error=detail)
+        warnings = judge.pooler_warnings(facts)
+        status, message = judge.component_verdict("pgbouncer", warnings)
+        elapsed = time.perf_counter() - started
+        return _result(None, "pooler", status, message, elapsed, timestamp, facts, warnings=warnings, pool={})
+
     def _probe_in_context(self, name: str, key: str | None) -> dict[str, Any]:
         with self.app.app_context():
-            return self._probe_component(name, key)
+            return self._probe_pooler() if name == "pooler" else self._probe_component(name, key)
 
     def _probe_component(self, name: str, key: str | None) -> dict[str, Any]:
         timeout = self.app.config["DB_HEALTH_TIMEOUT"]
@@ -168,18 +223,23 @@ class HealthMonitor:
             risks_due or last_full is None or time.monotonic() - last_full[0] >= FULL_FACTS_EVERY_S
             or last_full[1].get("replica")
         )
+        url = db.engines[key].url
         try:
             facts = dialects.probe(key, timeout, full)
+            if not full and not servers.same_answer(last_full[1].get("server"), facts.get("server")):
+                full = True  # another server, or another role: learn all about it now
+                facts = dialects.probe(key, max(timeout - (time.perf_counter() - started), 0.001), True)
         except DeadlineExceeded:
             message = f"No answer from the database within {timeout:g}s"
-            return _result(key, name, "unhealthy", message, time.perf_counter() - started, timestamp, {})
+            elapsed = time.perf_counter() - started
+            return {**_result(key, name, "unhealthy", message, elapsed, timestamp, self._unanswered(name, url)), "timed_out": True}
         except SQLAlchemyError as error:
             cause = getattr(error, "orig", None) or error
             detail = scrub_secrets(str(cause).strip())
             log.warning("probe of %s failed: %s", name, detail)
             message = f"Database unreachable ({type(cause).__name__})"
             elapsed = time.perf_counter() - started
-            return _result(key, name, "unhealthy", message, elapsed, timestamp, {}, error=detail)
+            return _result(key, name, "unhealthy", message, elapsed, timestamp, self._unanswered(name, url), error=detail)
         except Exception:
             log.exception("probe of %s failed unexpectedly", name)
             message = "Health probe failed unexpectedly"
@@ -189,7 +249,9 @@ class HealthMonitor:
             with self.lock:
                 self.full_facts[name] = (time.monotonic(), dict(facts))
         else:
-            facts = {**last_full[1], **facts}
+            facts = {**last_full[1], **facts, "server": {**last_full[1]["server"], **facts["server"]}}
+        with self.lock:
+            self.servers[name] = facts["server"]
         if risks_due:
             self._check_risks(name, key, timeout - (time.perf_counter() - started))
         with self.lock:
@@ -228,6 +290,12 @@ class HealthMonitor:
         """The snapshot judged again with replica lag limited to ``max_lag_s`` (GET /health?max_lag_s=N)."""
         limits = {**self.app.config, "DB_REPLICA_MAX_LAG_S": max_lag_s}
         return judge.again(snapshot, limits, self.migration_state())
+
+    def _unanswered(self, name: str, url: Any) -> dict[str, Any]:
+        """Facts of a component that did not answer: its hosts, and the server that answered last."""
+        with self.lock:
+            last = self.servers.get(name)
+        return {"server": servers.unanswered(url, last)}
 
     def _remember(self, snapshot: dict[str, Any], probed_at: float) -> None:
         with self.lock:
@@ -300,12 +368,11 @@ def _result(
     error: str | None = None,
 ) -> dict[str, Any]:
     """One component's result, the same shape up or down; ``error`` is the driver's text, for admins only."""
-    engine = db.engines[key]
-    pool = pool if pool is not None else pool_facts(engine)
-    metrics.record_probe(name, status, elapsed, pool)
+    engine = db.engines[key] if name != "pooler" else None
+    pool = pool if pool is not None else pool_facts(engine) if engine is not None else {}
     result = {
         "status": status,
-        "database_type": facts.pop("database_type", engine.dialect.name),
+        "database_type": facts.pop("database_type", engine.dialect.name if engine is not None else "pgbouncer"),
         "version": facts.pop("version", None),
         "timestamp": timestamp,
         "response_time_ms": round(elapsed * 1000, 2),
@@ -319,6 +386,10 @@ def _result(
     if status == "unhealthy":
         result["error"] = error
     return result
+
+
+def _pooler_down(console: pooler.PoolerConsole) -> dict[str, Any]:
+    return {"address": console.address, "clients_waiting": None, "longest_wait_s": None, "server_connections_in_use": None}
 
 
 def monitor() -> HealthMonitor:

@@ -302,3 +302,94 @@ class Gunicorn:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def pgbouncer_bin() -> str:
+    """pgbouncer from Debian's package (.ci/run installs it); skipped outside CI when missing."""
+    found = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None)
+    if found is None:
+        reason = "pgbouncer is not installed (apt-get install -y pgbouncer)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{reason}; CI=true requires it")
+        pytest.skip(reason)
+    return found
+
+
+class PgBouncer:
+    """A pgbouncer of the test's own on a free port, as the postgres user, never a system service.
+
+    Every database name is forwarded to ``target_port``; ``postgres`` is an
+    admin of its console. Stopped by the pid the test started.
+    """
+
+    def __init__(self, target_port: int, pool_mode: str = "transaction", pool_size: int = 2) -> None:
+        binary = pgbouncer_bin()
+        self.folder = tempfile.mkdtemp(prefix="dbhealth-pgbouncer-")
+        self.port = free_port()
+        self.pool_mode = pool_mode
+        ini = os.path.join(self.folder, "pgbouncer.ini")
+        with open(os.path.join(self.folder, "userlist.txt"), "w") as users:
+            users.write('"postgres" ""\n')
+        with open(ini, "w") as conf:
+            conf.write(
+                f"[databases]\n* = host=127.0.0.1 port={target_port}\n\n[pgbouncer]\n"
+                f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+                f"auth_type = trust\nauth_file = {self.folder}/userlist.txt\nadmin_users = postgres\n"
+                f"pool_mode = {pool_mode}\ndefault_pool_size = {pool_size}\nmax_client_conn = 200\n"
+                f"logfile = {self.folder}/pgbouncer.log\nignore_startup_parameters = extra_float_digits\n"
+            )
+        user = "postgres" if os.geteuid() == 0 else None  # pgbouncer refuses to run as root
+        if user:
+            entry = pwd.getpwnam(user)
+            for path in (self.folder, ini, os.path.join(self.folder, "userlist.txt")):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        self.process = subprocess.Popen(
+            [binary, ini], user=user, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"pgbouncer did not start:\n{self.log()}")
+                time.sleep(0.05)
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def admin_url(self) -> str:
+        return self.url("pgbouncer")
+
+    def admin(self, statement: str) -> list[dict]:
+        """Rows of one admin console command (simple query protocol: psycopg2 in autocommit)."""
+        import psycopg2
+
+        connection = psycopg2.connect(self.admin_url(), connect_timeout=3)
+        connection.autocommit = True
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(statement)
+                if cursor.description is None:
+                    return []
+                names = [column.name for column in cursor.description]
+                return [dict(zip(names, row)) for row in cursor.fetchall()]
+        finally:
+            connection.close()
+
+    def log(self) -> str:
+        try:
+            return Path(self.folder, "pgbouncer.log").read_text()
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()  # SIGTERM: immediate shutdown
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)

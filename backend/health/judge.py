@@ -145,10 +145,18 @@ def replica_warnings(name: str, facts: Mapping[str, Any], primary: Mapping[str, 
 
 
 def pooler_queue(facts: Mapping[str, Any], min_wait_s: float = 0.0) -> str | None:
-    """"pooler queue full: ..." when clients wait for a server connection and none is idle, else None."""
+    """"pooler queue full: ..." when clients wait and every server connection of the pool is busy, else None.
+
+    Clients waiting while a server connection is idle, or while fewer than
+    pool_size are in use (pgbouncer still logging in to a server that does not
+    answer), are not a full queue.
+    """
     waiting = facts.get("clients_waiting") or 0
     longest = facts.get("longest_wait_s") or 0.0
+    in_use, size = facts.get("server_connections_in_use") or 0, facts.get("pool_size")
     if waiting <= 0 or longest < min_wait_s or (facts.get("server_connections_idle") or 0) > 0:
+        return None
+    if size and in_use < size:
         return None
     return f"pooler queue full: {waiting} client{'s' if waiting != 1 else ''} waiting, longest {longest:.1f} s"
 

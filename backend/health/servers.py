@@ -18,9 +18,13 @@ from ..db.urls import hosts_of
 
 # Asked with every PostgreSQL probe (about 8 us on the server)...
 POSTGRES_IDENTITY = "inet_server_addr(), inet_server_port(), pg_postmaster_start_time()"
-# ...and with the full facts only: each reads pg_control from disk (about 40 us).
+# ...and with the full facts only: the timeline (a primary's from its current WAL file, exact
+# from the moment of a promotion; a standby's from pg_control_checkpoint(), its last
+# restartpoint) and the system identifier (reading pg_control costs about 40 us).
 POSTGRES_LINEAGE = (
-    "(SELECT timeline_id FROM pg_control_checkpoint()), (SELECT system_identifier::text FROM pg_control_system())"
+    "CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint()) "
+    "ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, "
+    "(SELECT system_identifier::text FROM pg_control_system())"
 )
 
 

@@ -1,0 +1,141 @@
+"""Failover for real: a private primary, its `pg_basebackup -R` replica promoted with `pg_ctl promote`,
+and a multi-host URL whose first host is frozen. The shared servers are never touched.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from backend.auth.users import create_user
+from tests.conftest import bearer
+from tests.faults import PrivateCluster, Proxy
+
+BUDGET = 2.0 + 0.5  # DB_HEALTH_TIMEOUT + the half second SPEC section 7 allows
+
+
+def create_database(cluster: PrivateCluster, name: str) -> None:
+    engine = sa.create_engine(cluster.url().replace("postgresql://", "postgresql+psycopg2://"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    engine.dispose()
+
+
+def poll(what, seconds: float):
+    """``what()`` until it returns something true, or fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = what()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+def timed(call):
+    started = time.monotonic()
+    response = call()
+    return response, time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """A primary with the app's database, and a streaming replica of it."""
+    primary = PrivateCluster()
+    create_database(primary, "app")
+    replica = PrivateCluster(primary=primary)
+    yield primary, replica
+    replica.close()
+    primary.close()
+
+
+@pytest.fixture(scope="module")
+def lone():
+    cluster = PrivateCluster()
+    create_database(cluster, "app")
+    yield cluster
+    cluster.close()
+
+
+def test_a_promoted_replica_is_followed_named_and_flagged(pair, make_app, caplog):
+    primary, replica = pair
+    url = f"postgresql://postgres:unused@127.0.0.1:{primary.port},127.0.0.1:{replica.port}/app?target_session_attrs=read-write"
+    app = make_app(DATABASE_URL=url, DB_BIND_REPLICA=replica.url(database="app"), DB_HEALTH_CACHE_TTL=0)
+    with app.app_context():
+        create_user("alice", "correct horse", "admin")
+    client, viewer = app.test_client(), bearer(app)
+
+    info = client.get("/api/database/info", headers=viewer).json["data"]
+    assert info["hosts"] == [{"host": "127.0.0.1", "port": primary.port}, {"host": "127.0.0.1", "port": replica.port}]
+    assert info["url"] == f"postgresql+psycopg2://postgres:***@127.0.0.1:{primary.port},127.0.0.1:{replica.port}/app?target_session_attrs=read-write"
+
+    data = client.get("/api/database/health?force=true", headers=viewer).json["data"]
+    assert data["status"] == "healthy", data["message"]
+    before = data["components"]["primary"]["server"]
+    assert before["port"] == primary.port and before["in_recovery"] is False and before["timeline"] == 1
+    assert before["postmaster_start_time"].endswith("Z") and before["unreachable_hosts"] == []
+    standby = data["components"]["replica"]["server"]
+    assert standby["port"] == replica.port and standby["in_recovery"] is True
+    assert standby["system_identifier"] == before["system_identifier"]  # why the identifier alone names no server
+
+    primary.stop()
+    response = client.get("/api/database/health?force=true", headers=viewer)
+    assert response.status_code == 503
+    down = response.json["data"]["components"]["primary"]["server"]
+    # The replica answered, as a standby; only the stopped primary did not answer.
+    assert down["unreachable_hosts"] == [f"127.0.0.1:{primary.port}"]
+
+    caplog.set_level(logging.WARNING, logger="backend.health.monitor")
+    replica.pg_ctl("promote")
+    response = poll(lambda: (r := client.get("/api/database/health?force=true", headers=viewer)).status_code == 200 and r, 20)
+    assert response, "the service did not follow the promoted replica"
+    data = response.json["data"]
+    after = data["components"]["primary"]["server"]
+    assert after["port"] == replica.port and after["in_recovery"] is False and after["timeline"] == 2
+    assert after["unreachable_hosts"] == [f"127.0.0.1:{primary.port}"]
+
+    change = f"primary changed from 127.0.0.1:{primary.port} to 127.0.0.1:{replica.port}"
+    assert any(change in record.getMessage() for record in caplog.records), caplog.text
+    transitions = client.get("/api/database/status", headers=viewer).json["data"]["monitor"]["transitions"]
+    server_changes = [t for t in transitions if t.get("kind") == "server" and t["component"] == "primary"]
+    assert server_changes and server_changes[-1]["message"].startswith(change)
+    assert server_changes[-1]["from"] == f"127.0.0.1:{primary.port}" and server_changes[-1]["to"] == f"127.0.0.1:{replica.port}"
+
+    # The replica bind is now the writable primary itself: degraded, saying so.
+    bind = data["components"]["replica"]
+    assert bind["status"] == "degraded" and data["status"] == "degraded"
+    assert f"replica replica is writable: 127.0.0.1:{replica.port} is not in recovery (a primary)" in bind["warnings"]
+    assert f"replica replica is the same server as the primary (127.0.0.1:{replica.port})" in bind["warnings"]
+
+    # The application's own pool followed too, without /reconnect.
+    login = client.post("/api/auth/login", json={"username": "alice", "password": "correct horse"})
+    assert login.status_code == 200, login.json
+
+
+def test_a_frozen_first_host_does_not_spend_the_budget(lone, make_app):
+    frozen = Proxy(lone.port)
+    frozen.set_mode("blackhole")  # accepts TCP, never answers: libpq would wait out connect_timeout on it
+    try:
+        url = f"postgresql://postgres@127.0.0.1:{frozen.port},127.0.0.1:{lone.port}/app?target_session_attrs=read-write"
+        app = make_app(DATABASE_URL=url, DB_HEALTH_CACHE_TTL=0)
+        with app.app_context():
+            create_user("bob", "correct horse", "viewer")
+        app = make_app(migrate=False, DATABASE_URL=url, DB_HEALTH_CACHE_TTL=0)  # a fresh process: no last good host
+        client, viewer = app.test_client(), bearer(app)
+
+        response, elapsed = timed(lambda: client.get("/api/database/health?force=true", headers=viewer))
+        assert response.status_code == 200 and elapsed <= BUDGET, (response.json, elapsed)
+        server = response.json["data"]["components"]["primary"]["server"]
+        assert server["connected_to"] == f"127.0.0.1:{lone.port}"
+        response, elapsed = timed(lambda: client.post("/api/auth/login", json={"username": "bob", "password": "correct horse"}))
+        assert response.status_code == 200 and elapsed <= BUDGET, (response.json, elapsed)
+
+        # Once its attempt has timed out, the frozen host is named as one that did not answer.
+        def named():
+            data = client.get("/api/database/health?force=true", headers=viewer).json["data"]
+            return data["components"]["primary"]["server"]["unreachable_hosts"] == [f"127.0.0.1:{frozen.port}"]
+
+        assert poll(named, 6)
+    finally:
+        frozen.close()

@@ -21,7 +21,6 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 HEAD_START_S = 0.25
@@ -144,13 +143,19 @@ def _failed(name: str, error: Exception) -> None:
 
 
 def race_hosts(engine: Engine) -> None:
-    """Connect this psycopg2 engine's multi-host URL by racing its hosts (one host: libpq as usual)."""
-    if engine.dialect.driver != "psycopg2":
-        return
+    """Connect this psycopg2 engine's multi-host URLs by racing the hosts (one host: libpq as usual).
 
-    @event.listens_for(engine, "do_connect")
-    def _connect(dialect, connection_record, cargs, cparams):
+    The engine's own dialect does the racing in ``connect``, below SQLAlchemy's
+    ``do_connect`` event, so whatever bounds a connect there bounds the race too.
+    """
+    if engine.dialect.driver != "psycopg2" or getattr(engine.dialect, "races_hosts", False):
+        return
+    dialect, plain = engine.dialect, engine.dialect.connect
+
+    def connect(*cargs: Any, **cparams: Any) -> Any:
         hosts = split_hosts(cparams)
         if hosts is None or cargs:
-            return None  # SQLAlchemy connects as usual
+            return plain(*cargs, **cparams)
         return connect_racing(dialect, cparams, hosts)
+
+    dialect.connect, dialect.races_hosts = connect, True

@@ -1,0 +1,203 @@
+"""Behind a real pgbouncer (Debian's package, started here as the postgres user on a free port):
+transaction and session mode, the `pooler` component, a full queue told apart from a frozen
+server, RECONNECT, and the connection budget per worker.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import psycopg2
+import pytest
+import sqlalchemy as sa
+
+from backend.auth.users import create_user
+from backend.state import state
+from tests.conftest import bearer
+from tests.faults import Gunicorn, PgBouncer, PrivateCluster, Proxy
+
+SECRET = "pgbouncer-tests-secret-key-0123456789abcdef"
+BUDGET = 2.0 + 0.5  # DB_HEALTH_TIMEOUT + the half second SPEC section 7 allows
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cluster = PrivateCluster()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def upstream(cluster):
+    """pgbouncer reaches the server through this proxy, so the server can be frozen behind it."""
+    proxy = Proxy(cluster.port)
+    yield proxy
+    proxy.close()
+
+
+def direct(cluster: PrivateCluster, statement: str) -> list[tuple]:
+    engine = sa.create_engine(cluster.url().replace("postgresql://", "postgresql+psycopg2://"), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            result = connection.exec_driver_sql(statement)
+            return result.all() if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def backends(cluster: PrivateCluster, database: str) -> set[int]:
+    return {pid for (pid,) in direct(cluster, f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}'")}
+
+
+def prepared_app(make_app, cluster, bouncer, database, **settings):
+    """An app on ``database`` through pgbouncer, migrated, with user alice; its own connections closed."""
+    direct(cluster, f"CREATE DATABASE {database}")
+    app = make_app(DATABASE_URL=bouncer.url(database), DB_PGBOUNCER_ADMIN_URL=bouncer.admin_url(), **settings)
+    with app.app_context():
+        create_user("alice", "correct horse", "admin")
+        state(app).dispose_connections()
+    return app
+
+
+def call(server: Gunicorn, path: str, token: str | None = None, body: dict | None = None, method: str = "GET"):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(server.url + path, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+@pytest.mark.parametrize("pool_mode", ["transaction", "session"])
+def test_everything_works_behind_pgbouncer(pool_mode, cluster, upstream, make_app, tmp_path):
+    bouncer = PgBouncer(upstream.port, pool_mode=pool_mode, pool_size=10)
+    server = None
+    try:
+        database = f"app_{pool_mode}"
+        prepared_app(make_app, cluster, bouncer, database)
+        env = {
+            "APP_ENV": "production",
+            "DATABASE_URL": bouncer.url(database),
+            "DB_PGBOUNCER_ADMIN_URL": bouncer.admin_url(),
+            "JWT_SECRET_KEY": SECRET,
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            "DB_HEALTH_CACHE_TTL": "0",
+        }
+        workers = 2
+        server = Gunicorn(env, workers=workers)
+
+        status, body = call(server, "/api/auth/login", body={"username": "alice", "password": "correct horse"}, method="POST")
+        assert status == 200, body
+        token = body["data"]["access_token"]
+        status, body = call(server, "/api/database/health?force=true", token)
+        assert status == 200 and body["data"]["status"] == "healthy", body
+        pooler = body["data"]["components"]["pooler"]
+        assert pooler["status"] == "healthy" and pooler["pool_mode"] == pool_mode, pooler
+        assert pooler["clients_waiting"] == 0 and pooler["longest_wait_s"] == 0
+        assert isinstance(pooler["server_connections_in_use"], int)
+        for _ in range(2 * workers):  # reach every worker
+            assert call(server, "/api/database/status", token)[0] == 200
+            status, body = call(server, "/api/database/test", token, {"query": "SELECT 41 + 1 AS answer"}, "POST")
+            assert status == 200 and body["data"]["rows"] == [[42]], body
+            assert call(server, "/api/database/audit?limit=1", token)[0] == 200
+
+        # The budget per worker: the probe's connection, the console's, and the pool sized to its threads (1).
+        in_use = backends(cluster, database)
+        assert len(in_use) <= workers * 3, (pool_mode, bouncer.admin("SHOW CLIENTS"))
+
+        status, body = call(server, "/api/database/reconnect", token, method="POST")
+        assert status == 200 and body["data"]["pooler_reconnected"] == [database], body
+        for _ in range(2 * workers):
+            assert call(server, "/api/database/health?force=true", token)[0] == 200
+            assert call(server, "/api/auth/login", body={"username": "alice", "password": "correct horse"}, method="POST")[0] == 200
+        # pgbouncer replaced the server connections it held, not only ours to it.
+        deadline = time.monotonic() + 5
+        while in_use & backends(cluster, database) and time.monotonic() < deadline:
+            call(server, "/api/database/health?force=true", token)
+            time.sleep(0.2)
+        assert not in_use & backends(cluster, database)
+    finally:
+        if server:
+            server.stop()
+        bouncer.close()
+
+
+@pytest.fixture(scope="module")
+def small_bouncer(upstream):
+    """Transaction mode, two server connections: easy to fill."""
+    bouncer = PgBouncer(upstream.port, pool_mode="transaction", pool_size=2)
+    yield bouncer
+    bouncer.close()
+
+
+def test_a_full_queue_is_named_and_a_frozen_server_is_not(cluster, upstream, small_bouncer, make_app):
+    app = prepared_app(make_app, cluster, small_bouncer, "app_queue", DB_HEALTH_CACHE_TTL=0)
+    client, viewer = app.test_client(), bearer(app)
+    data = client.get("/api/database/health?force=true", headers=viewer).json["data"]
+    assert data["status"] == "healthy" and data["components"]["pooler"]["clients_waiting"] == 0
+
+    clients = []
+
+    def run(statement: str) -> None:
+        connection = psycopg2.connect(small_bouncer.url("app_queue"))
+        clients.append(connection)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(statement)
+        except psycopg2.Error:
+            pass  # ended below
+
+    threads = [threading.Thread(target=run, args=("SELECT pg_sleep(60)",), daemon=True) for _ in range(2)]
+    threads += [threading.Thread(target=run, args=("SELECT 1",), daemon=True) for _ in range(2)]
+    try:
+        for thread in threads[:2]:
+            thread.start()
+        time.sleep(0.3)
+        for thread in threads[2:]:
+            thread.start()
+
+        def queued() -> bool:
+            pool = next(p for p in small_bouncer.admin("SHOW POOLS") if p["database"] == "app_queue")
+            return pool["cl_waiting"] >= 2 and pool["maxwait"] >= 1
+
+        deadline = time.monotonic() + 10
+        while not queued():
+            assert time.monotonic() < deadline, small_bouncer.admin("SHOW POOLS")
+            time.sleep(0.1)
+
+        started = time.monotonic()
+        response = client.get("/api/database/health?force=true", headers=viewer)
+        elapsed = time.monotonic() - started
+        assert response.status_code == 503 and elapsed <= BUDGET, elapsed
+        data = response.json["data"]
+        assert data["message"].startswith("pooler queue full: "), data["message"]
+        pooler = data["components"]["pooler"]
+        assert pooler["status"] == "degraded" and pooler["clients_waiting"] >= 2 and pooler["longest_wait_s"] >= 1
+        assert pooler["server_connections_in_use"] == 2
+        assert pooler["warnings"][0].startswith(f"pooler queue full: {pooler['clients_waiting']} clients waiting, longest ")
+    finally:
+        direct(cluster, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'")
+        for thread in threads:
+            thread.join(10)
+        for connection in clients:
+            connection.close()
+
+    data = client.get("/api/database/health?force=true", headers=viewer).json["data"]
+    assert data["status"] == "healthy", data["message"]
+
+    upstream.set_mode("blackhole")  # the server stops answering; pgbouncer's queue is empty
+    try:
+        response = client.get("/api/database/health?force=true", headers=viewer)
+        data = response.json["data"]
+        assert response.status_code == 503
+        assert data["message"] == "No answer from the database within 2s", data["message"]
+        assert data["components"]["pooler"]["status"] == "healthy"
+    finally:
+        upstream.set_mode("pass")

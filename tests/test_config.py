@@ -9,7 +9,7 @@ import pytest
 
 from backend import create_app
 from backend.config import ConfigError, load_settings
-from backend.db.urls import mask_url, parse_url
+from backend.db.urls import hosts_of, mask_url, parse_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -180,3 +180,60 @@ def test_development_env_documents_every_variable():
 
     for name in SETTINGS:
         assert f"{name}=" in text, name
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "postgresql://app:s3cret@h1:5432,h2:5433/app?target_session_attrs=read-write",
+        "postgresql://app:s3cret@/app?host=h1&host=h2&port=5432&port=5433&target_session_attrs=read-write",
+        "postgresql://app:s3cret@/app?host=h1,h2&port=5432,5433&target_session_attrs=read-write",
+        "postgresql://app:s3cret@/app?host=h1:5432&host=h2:5433&target_session_attrs=read-write",
+    ],
+)
+def test_multi_host_urls_in_every_spelling(raw):
+    url = parse_url(raw, "DATABASE_URL")
+    assert hosts_of(url) == [("h1", 5432), ("h2", 5433)]
+    assert mask_url(url) == "postgresql+psycopg2://app:***@h1:5432,h2:5433/app?target_session_attrs=read-write"
+    assert mask_url(raw).startswith("postgresql://app:***@") and "s3cret" not in mask_url(raw)
+
+
+def test_one_port_serves_every_host_and_bad_lists_are_refused():
+    assert hosts_of(parse_url("postgresql://u@/db?host=a,b&port=6000", "X")) == [("a", 6000), ("b", 6000)]
+    assert hosts_of(parse_url("postgres://u@a,b/db", "X")) == [("a", 5432), ("b", 5432)]
+    for raw, message in [
+        ("postgresql://u@/db?host=a&host=b&port=1&port=2&port=3", "X lists 2 hosts but 3 ports"),
+        ("postgresql://u@a:1,b:x/db", "X has an invalid port 'x'"),
+        ("postgresql://u@a,,b/db", "X has an empty host in its host list"),
+        ("mysql://u@a,b/db", "X: several hosts in one URL work for PostgreSQL only"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            parse_url(raw, "X")
+        assert str(info.value).startswith(message)
+
+
+def test_info_lists_every_host_and_masks_only_the_password(make_app):
+    from tests.conftest import bearer
+
+    app = make_app(migrate=False, DATABASE_URL="postgresql://app:s3cret@127.0.0.1:1,127.0.0.1:2/app?target_session_attrs=read-write")
+    response = app.test_client().get("/api/database/info", headers=bearer(app))
+    data = response.json["data"]
+    assert data["hosts"] == [{"host": "127.0.0.1", "port": 1}, {"host": "127.0.0.1", "port": 2}]
+    assert (data["host"], data["port"], data["user"], data["target_session_attrs"]) == ("127.0.0.1", 1, "app", "read-write")
+    assert data["url"] == "postgresql+psycopg2://app:***@127.0.0.1:1,127.0.0.1:2/app?target_session_attrs=read-write"
+    assert "s3cret" not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("mysql://u@h/pgbouncer", "DB_PGBOUNCER_ADMIN_URL must be postgresql://user@host:port/pgbouncer, got 'mysql://u@h/pgbouncer'"),
+        ("postgresql://u:pw@h:6432/app", "DB_PGBOUNCER_ADMIN_URL must name pgbouncer's admin database (.../pgbouncer), got 'postgresql://u:***@h:6432/app'"),
+        ("not a url", "DB_PGBOUNCER_ADMIN_URL is not a valid URL (postgresql://user@host:6432/pgbouncer)"),
+    ],
+)
+def test_pgbouncer_admin_url_is_checked(value, message):
+    with pytest.raises(ConfigError) as info:
+        load_settings({"DB_PGBOUNCER_ADMIN_URL": value})
+    assert str(info.value) == message
+    assert load_settings({"DB_PGBOUNCER_ADMIN_URL": "postgresql://admin@db:6432/pgbouncer"})["DB_PGBOUNCER_ADMIN_URL"].port == 6432

@@ -1,7 +1,18 @@
 """Judging health is a pure function: facts in, status and messages out, no database."""
 from __future__ import annotations
 
-from backend.health.judge import component_verdict, component_warnings, overall
+from backend.health.judge import (
+    component_verdict,
+    component_warnings,
+    explain_timeout,
+    meant_as_replica,
+    overall,
+    pooler_queue,
+    pooler_warnings,
+    replica_warnings,
+    same_server,
+)
+from backend.health.servers import change
 
 LIMITS = {"DB_CONNECTIONS_WARN_PERCENT": 80, "DB_POOL_WARN_PERCENT": 90, "DB_REPLICA_MAX_LAG_S": 30}
 QUIET_POOL = {"utilization_percent": 10.0}
@@ -67,3 +78,63 @@ def test_no_tls_warning_for_loopback_encrypted_sqlite_or_outside_production():
     assert component_warnings(encrypted, QUIET_POOL, PRODUCTION, local=False) == []
     assert component_warnings({"tls": None}, QUIET_POOL, PRODUCTION, local=False) == []
     assert component_warnings(PLAIN, QUIET_POOL, {**LIMITS, "APP_ENV": "development"}, local=False) == []
+
+
+PRIMARY = {"address": "10.0.0.1", "port": 5432, "in_recovery": False, "postmaster_start_time": "2026-01-01T00:00:00.000001Z",
+           "timeline": 1, "system_identifier": "7000"}
+STANDBY = {"address": "10.0.0.2", "port": 5432, "in_recovery": True, "postmaster_start_time": "2026-01-01T00:05:00.000001Z",
+           "timeline": 1, "system_identifier": "7000"}
+
+
+def test_a_replica_shares_the_identifier_but_is_another_server():
+    assert same_server(PRIMARY, dict(PRIMARY, address="192.168.0.1"))  # reached through another interface
+    assert not same_server(PRIMARY, STANDBY)
+    assert not same_server(PRIMARY, dict(PRIMARY, postmaster_start_time="2026-02-01T00:00:00Z"))
+    mariadb = {"address": "db-1", "port": 3306, "server_id": "1"}
+    assert same_server(mariadb, dict(mariadb)) and not same_server(mariadb, dict(mariadb, address="db-2"))
+
+
+def test_a_replica_bind_that_is_writable_or_the_primary_is_flagged():
+    standby = {"read_only": True, "server": STANDBY}
+    assert replica_warnings("replica", standby, {"server": PRIMARY}) == []
+    promoted = {"read_only": False, "server": dict(STANDBY, in_recovery=False)}
+    assert replica_warnings("replica", promoted, {"server": PRIMARY}) == [
+        "replica replica is writable: 10.0.0.2:5432 is not in recovery (a primary)"
+    ]
+    assert replica_warnings("replica", {"read_only": False, "server": PRIMARY}, {"server": PRIMARY}) == [
+        "replica replica is writable: 10.0.0.1:5432 is not in recovery (a primary)",
+        "replica replica is the same server as the primary (10.0.0.1:5432)",
+    ]
+
+
+def test_which_binds_are_meant_as_replicas():
+    assert meant_as_replica("replica", None, False) and meant_as_replica("standby_eu", None, False)
+    assert meant_as_replica("reports", "read-only", False) and meant_as_replica("reports", None, True)
+    assert not meant_as_replica("analytics", None, False) and not meant_as_replica("analytics", "read-write", False)
+
+
+def test_a_full_pooler_queue_is_told_from_waiting_on_a_server_that_does_not_answer():
+    full = {"clients_waiting": 3, "longest_wait_s": 4.23, "server_connections_in_use": 2, "server_connections_idle": 0, "pool_size": 2}
+    assert pooler_queue(full) == "pooler queue full: 3 clients waiting, longest 4.2 s"
+    assert pooler_warnings(full) == ["pooler queue full: 3 clients waiting, longest 4.2 s"]
+    assert pooler_warnings(dict(full, longest_wait_s=0.2)) == []  # brief queueing is what a pooler is for
+    assert pooler_queue(dict(full, server_connections_idle=1)) is None
+    logging_in = dict(full, clients_waiting=1, server_connections_in_use=0)  # pgbouncer still logging in to a frozen server
+    assert pooler_queue(logging_in) is None
+    assert explain_timeout({"status": "degraded", **full}) == "pooler queue full: 3 clients waiting, longest 4.2 s"
+    assert explain_timeout({"status": "unhealthy"}) is None and explain_timeout(None) is None
+
+
+def test_a_change_of_server_is_put_in_words():
+    assert change("primary", None, PRIMARY) is None
+    assert change("primary", PRIMARY, dict(PRIMARY)) is None
+    promoted = dict(STANDBY, in_recovery=False, timeline=2)
+    assert change("primary", PRIMARY, promoted) == (
+        "primary changed from 10.0.0.1:5432 to 10.0.0.2:5432 (primary -> primary, timeline 1 -> 2)"
+    )
+    assert change("replica", STANDBY, dict(STANDBY, in_recovery=False)) == "replica server 10.0.0.2:5432 left recovery (promoted)"
+    restarted = dict(PRIMARY, postmaster_start_time="2026-01-02T00:00:00Z")
+    assert change("primary", PRIMARY, restarted) == "primary server 10.0.0.1:5432 restarted (started 2026-01-02T00:00:00Z)"
+    assert change("primary", {"address": "db", "port": 3306, "server_uuid": "a"}, {"address": "db", "port": 3306, "server_uuid": "b"}) == (
+        "primary changed from db:3306 (server_uuid a) to db:3306 (server_uuid b)"
+    )

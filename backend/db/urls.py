@@ -123,6 +123,9 @@ def scrub_secrets(text: str) -> str:
 
 def parse_url(raw: str, variable: str) -> URL:
     """Parse a database URL, choose its driver, and check the driver is installed."""
+    parts = URL_PARTS.match(raw)
+    if parts and "," in parts["hosts"] and not all(entry.strip() for entry in parts["hosts"].split(",")):
+        raise ConfigError(f"{variable} has an empty host in its host list: {mask_url(raw)!r}")
     try:
         url = sa.make_url(_hosts_into_query(raw))
     except Exception:

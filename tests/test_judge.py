@@ -12,7 +12,7 @@ from backend.health.judge import (
     replica_warnings,
     same_server,
 )
-from backend.health.servers import change
+from backend.health.servers import change, detect_change
 
 LIMITS = {"DB_CONNECTIONS_WARN_PERCENT": 80, "DB_POOL_WARN_PERCENT": 90, "DB_REPLICA_MAX_LAG_S": 30}
 QUIET_POOL = {"utilization_percent": 10.0}
@@ -126,15 +126,19 @@ def test_a_full_pooler_queue_is_told_from_waiting_on_a_server_that_does_not_answ
 
 
 def test_a_change_of_server_is_put_in_words():
-    assert change("primary", None, PRIMARY) is None
-    assert change("primary", PRIMARY, dict(PRIMARY)) is None
+    assert change(None, PRIMARY) is None
+    assert change(PRIMARY, dict(PRIMARY)) is None
     promoted = dict(STANDBY, in_recovery=False, timeline=2)
-    assert change("primary", PRIMARY, promoted) == (
-        "primary changed from 10.0.0.1:5432 to 10.0.0.2:5432 (primary -> primary, timeline 1 -> 2)"
-    )
-    assert change("replica", STANDBY, dict(STANDBY, in_recovery=False)) == "replica server 10.0.0.2:5432 left recovery (promoted)"
+    assert change(PRIMARY, promoted) == "primary changed from 10.0.0.1:5432 to 10.0.0.2:5432, timeline 1 -> 2"
+    assert change(STANDBY, dict(STANDBY, in_recovery=False)) == "replica 10.0.0.2:5432 left recovery (promoted)"
     restarted = dict(PRIMARY, postmaster_start_time="2026-01-02T00:00:00Z")
-    assert change("primary", PRIMARY, restarted) == "primary server 10.0.0.1:5432 restarted (started 2026-01-02T00:00:00Z)"
-    assert change("primary", {"address": "db", "port": 3306, "server_uuid": "a"}, {"address": "db", "port": 3306, "server_uuid": "b"}) == (
-        "primary changed from db:3306 (server_uuid a) to db:3306 (server_uuid b)"
-    )
+    assert change(PRIMARY, restarted) == "primary 10.0.0.1:5432 restarted (postmaster started 2026-01-02T00:00:00Z)"
+    before, after = {"address": "db", "port": 3306, "server_uuid": "a"}, {"address": "db", "port": 3306, "server_uuid": "b"}
+    assert change(before, after) == "primary changed from db:3306 (server_uuid a) to db:3306 (server_uuid b)"
+
+
+def test_a_failover_seen_across_an_outage_is_detected():
+    down = {"status": "unhealthy", "server": {"address": None, "unreachable_hosts": ["10.0.0.1:5432"], "last_answered": PRIMARY}}
+    up = {"status": "healthy", "server": dict(STANDBY, in_recovery=False)}
+    assert detect_change(down, up) == "primary changed from 10.0.0.1:5432 to 10.0.0.2:5432"
+    assert detect_change(up, down) is None and detect_change(None, up) is None

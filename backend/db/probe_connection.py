@@ -1,12 +1,21 @@
-"""The connection kept open per database for health probes: one round trip, no pool checkout."""
+"""The connection kept open per database: health probes, and the service's own small reads and writes.
+
+One connection per database and worker serves the probe (one round trip, no
+pool checkout) and every ``run_bounded`` call of the service's own (revoked
+tokens, migration state, status facts, the reconnect generation, stored
+transitions), one at a time. Behind pgbouncer in session mode each client
+connection pins a server connection, so this keeps a worker's share small: this
+connection, the console's, and the application's pool (sized to its threads).
+"""
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from ..state import state
@@ -21,10 +30,11 @@ _INHERITED: list[Any] = []
 class ProbeConnection:
     """One connection per database, kept open between probes.
 
-    A probe then costs one round trip and no pool checkout. The monitor's single
-    flight means one probe at a time; the lock makes closing it (reconnect) wait
-    for a probe in progress, which the deadline bounds. A connection that turns
-    out dead is replaced at once, within the same deadline.
+    A probe then costs one round trip and no pool checkout. The lock lets one
+    caller at a time use it (a probe, a bounded read) and makes closing it
+    (reconnect) wait for a call in progress; waiting for the lock counts against
+    the caller's deadline, and the call itself is bounded by what is left. A
+    connection that turns out dead is replaced at once, within the same deadline.
     """
 
     def __init__(self, engine: Engine):
@@ -32,7 +42,8 @@ class ProbeConnection:
         self.dialect = engine.dialect
         self.url = engine.url
         self.lock = threading.Lock()
-        self.pooled: Any = None
+        self.connection: Connection | None = None
+        self.pooled: Any = None  # the driver connection's pool wrapper, for the probe's own cursor
         self.pid = 0
         self.info: dict[str, Any] = {}
 
@@ -40,8 +51,26 @@ class ProbeConnection:
         return driver_fetch(self.pooled.dbapi_connection, self.dialect, sql)
 
     def run(self, seconds: float, work: Callable[[ProbeConnection], T]) -> T:
-        with self.lock:
-            return retry_stale_once(seconds, lambda remaining: self._attempt(remaining, work))
+        started = time.monotonic()
+        if not self.lock.acquire(timeout=max(seconds, 0.001)):
+            raise DeadlineExceeded(f"the kept connection stayed busy for {seconds:g}s")
+        try:
+            left = max(seconds - (time.monotonic() - started), 0.001)
+            return retry_stale_once(left, lambda remaining: self._attempt(remaining, work))
+        finally:
+            self.lock.release()
+
+    def run_sql(self, seconds: float, work: Callable[[Connection], T]) -> T:
+        """``work(connection)`` with SQLAlchemy's API on the kept connection (autocommit), under the deadline."""
+
+        def on_connection(kept: ProbeConnection) -> T:
+            try:
+                return work(kept.connection)
+            finally:
+                if kept.connection is not None and kept.connection.in_transaction() and not kept.connection.invalidated:
+                    kept.connection.rollback()  # end SQLAlchemy's own bookkeeping; autocommit sends nothing
+
+        return self.run(seconds, on_connection)
 
     def _attempt(self, seconds: float, work: Callable[[ProbeConnection], T]) -> T:
         if self.pooled is None or self.pid != os.getpid():
@@ -50,40 +79,39 @@ class ProbeConnection:
             with deadline(self.pooled.dbapi_connection, seconds):
                 return work(self)
         except DeadlineExceeded:
-            self._close()
+            self._close(broken=True)
             raise
         except DBAPIError as error:
             if error.connection_invalidated:
-                self._close()
+                self._close(broken=True)
             raise
 
     def close(self) -> bool:
         """Close the kept connection; True if there was one."""
         with self.lock:
-            was_open = self.pooled is not None and self.pid == os.getpid()
+            was_open = self.connection is not None and self.pid == os.getpid()
             self._close()
             return was_open
 
     def _open(self) -> None:
         self._forget()
-        try:
-            pooled = self.engine.raw_connection()
-        except self.dialect.loaded_dbapi.Error as error:  # pools raise the driver's own errors
-            raise DBAPIError.instance(None, None, error, self.dialect.loaded_dbapi.Error) from error
-        self.pooled, self.pid = pooled, os.getpid()
+        connection = self.engine.connect()  # raises SQLAlchemy's errors, like every other use
+        self.connection, self.pooled, self.pid = connection, connection.connection, os.getpid()
 
-    def _close(self) -> None:
-        if self.pooled is not None and self.pid == os.getpid():  # for SQLite: back to the app's pool
+    def _close(self, broken: bool = False) -> None:
+        if self.connection is not None and self.pid == os.getpid():  # for SQLite: back to the app's pool
             try:
-                self.pooled.close()
+                if broken:  # cut by the watchdog or dead: nothing to roll back, just drop it
+                    self.connection.invalidate()
+                self.connection.close()
             except Exception:
                 pass
         self._forget()
 
     def _forget(self) -> None:
-        if self.pooled is not None and self.pid != os.getpid():
-            _INHERITED.append(self.pooled)
-        self.pooled = None
+        if self.connection is not None and self.pid != os.getpid():
+            _INHERITED.append(self.connection)
+        self.connection = self.pooled = None
         self.info = {}
 
 

@@ -108,7 +108,16 @@ def retry_stale_once(seconds: float, attempt: Callable[[float], T]) -> T:
 def run_bounded(
     key: str | None, seconds: float, work: Callable[[Connection], T], purpose: str = "reads"
 ) -> T:
-    """Run ``work`` on a side connection and give up after ``seconds``."""
+    """Run ``work`` on a side connection and give up after ``seconds``.
+
+    The service's own reads and small writes (``purpose="reads"``) run on the
+    kept-open probe connection, one at a time, so a worker holds one connection
+    per database for all of them (probe_connection.py).
+    """
+    if purpose == "reads":
+        from .probe_connection import probe_connection  # it builds on this module
+
+        return probe_connection(key).run_sql(seconds, work)
 
     def attempt(remaining: float) -> T:
         with side_engine(key, purpose).connect() as connection:

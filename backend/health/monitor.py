@@ -46,10 +46,6 @@ FULL_FACTS_EVERY_S = 10.0
 # Tests lower it through the Flask key DB_RISKS_EVERY_S.
 RISKS_EVERY_S = 60.0
 
-# A change of server is one of the changes the instance records once, when it publishes a probe.
-if servers.detect_change not in shared.DETECTORS:
-    shared.DETECTORS.append(servers.detect_change)
-
 
 def iso_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

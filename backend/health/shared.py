@@ -20,6 +20,7 @@ from typing import Any
 from flask import Flask
 
 from ..fleet.folder import locked, read_json, write_json
+from . import servers
 from .transitions import record_transition
 
 SHARED_FILE = "health.json"
@@ -35,12 +36,8 @@ PUBLISH_HOOKS: list[PublishHook] = []
 
 
 def server_changed(name: str, old: dict[str, Any] | None, new: dict[str, Any]) -> str | None:
-    """A failover: the component's ``server`` (address and port, when health reports it) is another one."""
-    before, after = (old or {}).get("server") or {}, new.get("server") or {}
-    if not before.get("address") or not after.get("address"):
-        return None
-    was, now = f"{before['address']}:{before.get('port')}", f"{after['address']}:{after.get('port')}"
-    return f"{name} changed from {was} to {now}" if was != now else None
+    """A change of the server that answers (a failover, a restart, a promotion), in servers.py's words."""
+    return servers.detect_change(old, new)
 
 
 # Changes other than a status, found when a result is published: recorded once

@@ -109,6 +109,8 @@ def risk_report(components: Mapping[str, Mapping[str, Any]], supported: Mapping[
     """The risks section of /status, per component: when last measured and what (ops/risks.py)."""
     report = {}
     for name, component in components.items():
+        if name not in supported:
+            continue  # not a database (the pooler)
         risks = component.get("risks") or {}
         report[name] = {"supported": supported[name], "checked_at": risks.get("checked_at"), "items": risks.get("items", [])}
     return report

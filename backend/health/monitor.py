@@ -20,7 +20,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
 from typing import Any
 
-import psycopg2
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -183,30 +182,12 @@ class HealthMonitor:
         for component in results.values():
             component.pop("timed_out", None)
 
-    def _probe_pooler(self) -> dict[str, Any]:
-        """The ``pooler`` component: pgbouncer's queue and server connections, from its admin console."""
-        timeout = self.app.config["DB_HEALTH_TIMEOUT"]
-        started, timestamp = time.perf_counter(), iso_now()
-        databases = {engine.url.database for engine in db.engines.values()}
-        try:
-            facts = pooler.facts(self.pooler, timeout, databases)
-        except DeadlineExceeded:
-            message = f"No answer from pgbouncer's admin console within {timeout:g}s"
-            return _result(None, "pooler", "unhealthy", message, time.perf_counter() - started, timestamp, _pooler_down(self.pooler))
-        except psycopg2.Error as error:
-            detail = scrub_secrets(str(error).strip())
-            log.warning("probe of pooler failed: %s", detail)
-            message = f"pgbouncer's admin console unreachable ({type(error).__name__})"
-            elapsed = time.perf_counter() - started
-            return _result(None, "pooler", "unhealthy", message, elapsed, timestamp, _pooler_down(self.pooler), error=detail)
-        warnings = judge.pooler_warnings(facts)
-        status, message = judge.component_verdict("pgbouncer", warnings)
-        elapsed = time.perf_counter() - started
-        return _result(None, "pooler", status, message, elapsed, timestamp, facts, warnings=warnings, pool={})
-
     def _probe_in_context(self, name: str, key: str | None) -> dict[str, Any]:
         with self.app.app_context():
-            return self._probe_pooler() if name == "pooler" else self._probe_component(name, key)
+            if name == "pooler":
+                databases = {engine.url.database for engine in db.engines.values()}
+                return pooler.component(self.pooler, self.app.config["DB_HEALTH_TIMEOUT"], databases, iso_now())
+            return self._probe_component(name, key)
 
     def _probe_component(self, name: str, key: str | None) -> dict[str, Any]:
         timeout = self.app.config["DB_HEALTH_TIMEOUT"]
@@ -364,7 +345,7 @@ def _result(
     error: str | None = None,
 ) -> dict[str, Any]:
     """One component's result, the same shape up or down; ``error`` is the driver's text, for admins only."""
-    engine = db.engines[key] if name != "pooler" else None
+    engine = db.engines[key] if name != "pooler" else None  # the pooler when it did not answer in time
     pool = pool if pool is not None else pool_facts(engine) if engine is not None else {}
     result = {
         "status": status,
@@ -382,10 +363,6 @@ def _result(
     if status == "unhealthy":
         result["error"] = error
     return result
-
-
-def _pooler_down(console: pooler.PoolerConsole) -> dict[str, Any]:
-    return {"address": console.address, "clients_waiting": None, "longest_wait_s": None, "server_connections_in_use": None}
 
 
 def monitor() -> HealthMonitor:

@@ -9,9 +9,11 @@ It is a client of pgbouncer only: it holds no server connection.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
+import time
 from typing import Any
 
 import psycopg2
@@ -19,6 +21,10 @@ from sqlalchemy.engine import URL
 
 from ..db.deadline import DeadlineExceeded, deadline
 from ..db.engines import APPLICATION_NAME
+from ..db.urls import scrub_secrets
+from . import judge
+
+log = logging.getLogger(__name__)
 
 
 class PoolerConsole:
@@ -117,3 +123,39 @@ def reconnect(console: PoolerConsole, seconds: float, databases: set[str]) -> li
     commands = [f'RECONNECT "{name}"' for name in names] or ["RECONNECT"]
     console.run(seconds, *commands)
     return names or ["*"]
+
+
+def component(console: PoolerConsole, seconds: float, databases: set[str], timestamp: str) -> dict[str, Any]:
+    """The ``pooler`` component of health, shaped like the databases' (judge.py decides its status)."""
+    started = time.perf_counter()
+    error = None
+    try:
+        found = facts(console, seconds, databases)
+    except DeadlineExceeded:
+        found, message = None, f"No answer from pgbouncer's admin console within {seconds:g}s"
+    except psycopg2.Error as failure:
+        error = scrub_secrets(str(failure).strip())
+        log.warning("probe of pooler failed: %s", error)
+        found, message = None, f"pgbouncer's admin console unreachable ({type(failure).__name__})"
+    if found is None:
+        status, warnings = "unhealthy", []
+        found = {"database_type": "pgbouncer", "version": console.version, "address": console.address,
+                 "clients_waiting": None, "longest_wait_s": None, "server_connections_in_use": None}
+    else:
+        warnings = judge.pooler_warnings(found)
+        status, message = judge.component_verdict("pgbouncer", warnings)
+    result = {
+        "status": status,
+        "database_type": found.pop("database_type"),
+        "version": found.pop("version"),
+        "timestamp": timestamp,
+        "response_time_ms": round((time.perf_counter() - started) * 1000, 2),
+        "cached": False,
+        "pool_status": {},
+        "message": message,
+        "warnings": warnings,
+        **found,
+    }
+    if status == "unhealthy":
+        result["error"] = error
+    return result

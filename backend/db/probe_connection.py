@@ -74,7 +74,9 @@ class ProbeConnection:
 
     def _attempt(self, seconds: float, work: Callable[[ProbeConnection], T]) -> T:
         if self.pooled is None or self.pid != os.getpid():
-            self._open()
+            started = time.monotonic()
+            self._open(seconds)
+            seconds = max(seconds - (time.monotonic() - started), 0.001)
         try:
             with deadline(self.pooled.dbapi_connection, seconds):
                 return work(self)
@@ -93,9 +95,13 @@ class ProbeConnection:
             self._close()
             return was_open
 
-    def _open(self) -> None:
+    def _open(self, seconds: float) -> None:
+        """Connect, waiting at most ``seconds``: libpq's connect_timeout cannot go below 2 s."""
         self._forget()
-        connection = self.engine.connect()  # raises SQLAlchemy's errors, like every other use
+        if self.dialect.name == "sqlite":  # no network; and a memory database lives in its thread's connection
+            connection = self.engine.connect()
+        else:
+            connection = _connect_within(self.engine, seconds)
         self.connection, self.pooled, self.pid = connection, connection.connection, os.getpid()
 
     def _close(self, broken: bool = False) -> None:
@@ -113,6 +119,32 @@ class ProbeConnection:
             _INHERITED.append(self.connection)
         self.connection = self.pooled = None
         self.info = {}
+
+
+def _connect_within(engine: Engine, seconds: float) -> Connection:
+    """``engine.connect()`` on a helper thread, waited for at most ``seconds``; a late connection is closed."""
+    guard, outcome = threading.Lock(), {}
+
+    def connect() -> None:
+        try:
+            connection = engine.connect()
+        except Exception as error:  # handed to the caller
+            outcome["error"] = error
+            return
+        with guard:
+            late = outcome.setdefault("connection", connection) is not connection
+        if late:
+            connection.close()
+
+    helper = threading.Thread(target=connect, name="db-connect", daemon=True)
+    helper.start()
+    helper.join(seconds)
+    with guard:
+        if "error" in outcome:
+            raise outcome["error"]
+        if outcome.setdefault("connection", None) is None:
+            raise DeadlineExceeded(f"could not connect within {seconds:g}s")
+    return outcome["connection"]
 
 
 def probe_connection(key: str | None) -> ProbeConnection:

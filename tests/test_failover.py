@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timezone
 
 import pytest
 import sqlalchemy as sa
@@ -137,3 +138,24 @@ def test_a_frozen_first_host_does_not_spend_the_budget(lone, make_app):
         assert poll(named, 6)
     finally:
         frozen.close()
+
+
+def test_health_names_the_server_that_answered(app, client, viewer, database_url):
+    data = client.get("/api/database/health?force=true", headers=viewer).json["data"]
+    server = data["components"]["primary"]["server"]
+    assert server["unreachable_hosts"] == [] and server["in_recovery"] is False
+    kind = database_url.split(":", 1)[0]
+    if kind == "sqlite":
+        assert server["address"] is None
+        return
+    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg2://").replace("mariadb://", "mariadb+pymysql://"))
+    with engine.connect() as connection:
+        if kind == "postgresql":
+            port, started = connection.exec_driver_sql("SELECT inet_server_port(), pg_postmaster_start_time()").one()
+            assert server["port"] == port and server["address"] == "127.0.0.1" and server["connected_to"] == "127.0.0.1:5432"
+            assert server["postmaster_start_time"].startswith(started.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+            assert server["timeline"] >= 1 and server["system_identifier"].isdigit()
+        else:
+            hostname, port, server_id = connection.exec_driver_sql("SELECT @@hostname, @@port, @@server_id").one()
+            assert (server["address"], server["port"], server["server_id"]) == (hostname, port, str(server_id))
+    engine.dispose()

@@ -200,7 +200,10 @@ def test_sessions_idle_in_transaction_text_for_admins_only_and_filters(served):
             assert pids(f"application={application}") == {pid}
         else:
             assert pid not in pids(f"application={application}")
-        for query in ("state=busy", "min_duration_s=abc", "min_duration_s=-1", "min_duration_s=nan", "component=nope"):
+        for query in (
+            "state=busy", "min_duration_s=abc", "min_duration_s=-1", "min_duration_s=nan", "component=nope",
+            "application=ops%00test",  # PostgreSQL refuses a NUL in a string: this was a 500
+        ):
             bad = server.get(f"/sessions?{query}")
             assert bad.status_code == 400 and bad.json["code"] == "invalid_parameter", query
         idle.rollback()

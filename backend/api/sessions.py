@@ -92,6 +92,14 @@ def _seconds_arg(name: str) -> float | None:
     return value
 
 
+def _text_arg(name: str) -> str | None:
+    """A free-text filter; a NUL is refused, since PostgreSQL cannot even compare a string holding one."""
+    raw = request.args.get(name)
+    if raw is not None and "\x00" in raw:
+        raise _invalid(f"{name} must not contain a NUL character")
+    return raw
+
+
 @bp.get("/sessions")
 def sessions():
     name, key, reason = _component()
@@ -101,7 +109,7 @@ def sessions():
     if state is not None and state not in STATES:
         raise _invalid(f"state must be one of {', '.join(STATES)}, got {state!r}")
     min_duration_s = _seconds_arg("min_duration_s")
-    application = request.args.get("application")
+    application = _text_arg("application")
     text = is_admin()
 
     def work(connection: Connection) -> dict[str, Any]:

@@ -67,12 +67,30 @@ class JsonFormatter(logging.Formatter):
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+# What a reader or a log shipper takes for the end of a line, and other invisible controls.
+LINE_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+
+class TextFormatter(logging.Formatter):
+    """One line per record: controls in the message (a request path, a user name) are escaped.
+
+    Otherwise ``GET /x%0A<a line of one's own>`` would write a forged line into the
+    log. Tracebacks are added after this and keep their lines.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return LINE_BREAKING.sub(_escape, super().formatMessage(record))
 
 
 def make_handler(log_format: str, stream=None) -> logging.Handler:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter(TEXT_FORMAT))
     handler._dbhealth = True  # type: ignore[attr-defined]
     return handler
 

@@ -67,6 +67,11 @@ POOL = obj(
     },
 )
 
+# What the server sees on this connection (null: SQLite, or no connection made).
+TLS_IN_USE = nullable(obj({"in_use": BOOLEAN, "version": nullable(STRING), "cipher": nullable(STRING)}))
+# The configured TLS of a URL (null for SQLite): a mode and the root certificate's file name.
+TLS_SETTINGS = nullable(obj({"mode": STRING, "root_cert": nullable(STRING)}))
+
 COMPONENT = obj(
     {
         "status": {"enum": STATUSES},
@@ -78,7 +83,7 @@ COMPONENT = obj(
         "pool_status": POOL,
         "message": STRING,
     },
-    {"warnings": {"type": "array", "items": STRING}, "error": nullable(STRING)},
+    {"warnings": {"type": "array", "items": STRING}, "error": nullable(STRING), "tls": TLS_IN_USE},
 )
 
 HEALTH = {
@@ -108,6 +113,7 @@ CONNECTION_FACTS = obj(
         "max_overflow": nullable(INTEGER),
         "pool_timeout": nullable(NUMBER),
         "pool_recycle": nullable(NUMBER),
+        "tls": TLS_SETTINGS,
     }
 )
 

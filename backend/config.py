@@ -173,6 +173,9 @@ def _pgbouncer_admin_url(name: str, raw: str) -> Any:
         raise ConfigError(f"{name} must be postgresql://user@host:port/pgbouncer, got {shown!r}")
     if url.database != "pgbouncer":
         raise ConfigError(f"{name} must name pgbouncer's admin database (.../pgbouncer), got {shown!r}")
+    from .db.tls import check_url_files  # it imports this module
+
+    check_url_files(url, name)
     return url
 
 

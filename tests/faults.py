@@ -322,7 +322,8 @@ class PgBouncer:
     admin of its console. Stopped by the pid the test started.
     """
 
-    def __init__(self, target_port: int, pool_mode: str = "transaction", pool_size: int = 2) -> None:
+    def __init__(self, target_port: int, pool_mode: str = "transaction", pool_size: int = 2, settings: str = "") -> None:
+        """``settings``: more lines for the [pgbouncer] section (client TLS, for one)."""
         binary = pgbouncer_bin()
         self.folder = tempfile.mkdtemp(prefix="dbhealth-pgbouncer-")
         self.port = free_port()
@@ -337,6 +338,7 @@ class PgBouncer:
                 f"auth_type = trust\nauth_file = {self.folder}/userlist.txt\nadmin_users = postgres\n"
                 f"pool_mode = {pool_mode}\ndefault_pool_size = {pool_size}\nmax_client_conn = 200\n"
                 f"logfile = {self.folder}/pgbouncer.log\nignore_startup_parameters = extra_float_digits\n"
+                + settings
             )
         user = "postgres" if os.geteuid() == 0 else None  # pgbouncer refuses to run as root
         if user:

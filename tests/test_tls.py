@@ -29,7 +29,7 @@ from backend import create_app
 from backend.db.tls import is_local
 from tests.certificates import make_ca, make_server_cert
 from tests.conftest import IN_CI, bearer
-from tests.faults import ROOT, PrivateCluster, PrivateMariaDB
+from tests.faults import ROOT, PgBouncer, PrivateCluster, PrivateMariaDB
 
 KINDS = ["postgresql", "mariadb"]
 
@@ -102,7 +102,10 @@ def plain_postgresql():
         with open(os.path.join(cluster.data, "pg_hba.conf"), "a") as hba:
             hba.write(f"host all all {external}/32 trust\n")
         cluster.pg_ctl("reload")
-    yield SimpleNamespace(url=lambda host="127.0.0.1", user="postgres": f"postgresql://{user}@{host}:{cluster.port}/postgres")
+    yield SimpleNamespace(
+        url=lambda host="127.0.0.1", user="postgres": f"postgresql://{user}@{host}:{cluster.port}/postgres",
+        port=cluster.port,
+    )
     cluster.close()
 
 
@@ -249,6 +252,33 @@ def test_production_warns_about_plain_connections_across_a_network(make_app, pla
     app = make_app(DATABASE_URL=plain_postgresql.url(host="127.0.0.1"), **production)
     code, health = check_json(app)
     assert code == 0, health
+
+
+def test_the_pooler_console_honours_the_same_settings(make_app, plain_postgresql, certs):
+    """pgbouncer's admin console (the pooler component) is reached with the same TLS as the databases."""
+    folder = readable_by("postgres", certs.cert, certs.key)
+    with_tls = PgBouncer(plain_postgresql.port, settings=(
+        f"client_tls_sslmode = require\nclient_tls_cert_file = {folder}/server.crt\n"
+        f"client_tls_key_file = {folder}/server.key\n"
+    ))
+    without_tls = PgBouncer(plain_postgresql.port)
+    try:
+        app = make_app(DB_PGBOUNCER_ADMIN_URL=with_tls.admin_url().replace("127.0.0.1", "localhost"),
+                       DB_SSLMODE="verify-full", DB_SSLROOTCERT=certs.ca)
+        code, health = check_json(app)
+        assert health["components"]["pooler"]["status"] == "healthy", health["components"]["pooler"]
+        app = make_app(DB_PGBOUNCER_ADMIN_URL=with_tls.admin_url(), DB_SSLMODE="verify-full", DB_SSLROOTCERT=certs.other_ca)
+        code, health = check_json(app)
+        pooler = health["components"]["pooler"]
+        assert pooler["status"] == "unhealthy" and "certificate verify failed" in pooler["error"], pooler
+        app = make_app(DB_PGBOUNCER_ADMIN_URL=without_tls.admin_url(), DB_SSLMODE="require")
+        code, health = check_json(app)
+        pooler = health["components"]["pooler"]
+        assert pooler["status"] == "unhealthy" and "server does not support SSL" in pooler["error"], pooler
+    finally:
+        with_tls.close()
+        without_tls.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_sqlite_has_no_tls(make_app):

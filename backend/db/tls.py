@@ -106,6 +106,12 @@ def driver_arguments(url: URL, settings: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def libpq_parameters(url: URL, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """sslmode, sslrootcert, sslcert, sslkey for a psycopg2 connection made without SQLAlchemy (the pooler console)."""
+    tls = effective(url, settings) or {}
+    return {libpq: tls[ours] for ours, libpq in POSTGRES_PARAMETERS.items() if tls.get(ours) is not None}
+
+
 def mysql_arguments(tls: Mapping[str, Any]) -> dict[str, Any]:
     """PyMySQL's arguments for a mode: nothing for prefer (its own default), a context for the strict ones."""
     mode = tls["mode"]

@@ -73,7 +73,11 @@ class HealthMonitor:
         self.servers: dict[str, dict[str, Any]] = {}  # component -> the server that last answered
         self.seen_in_recovery: set[str] = set()
         admin_url = app.config.get("DB_PGBOUNCER_ADMIN_URL")
-        self.pooler = pooler.PoolerConsole(admin_url, app.config["DB_HEALTH_TIMEOUT"]) if admin_url else None
+        self.pooler = (
+            pooler.PoolerConsole(admin_url, app.config["DB_HEALTH_TIMEOUT"], tls.libpq_parameters(admin_url, app.config))
+            if admin_url
+            else None
+        )
 
     def health(self, force: bool = False) -> tuple[dict[str, Any], bool]:
         """The latest health and whether it was reused from the cache."""

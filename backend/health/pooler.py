@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 
 class PoolerConsole:
-    def __init__(self, url: URL, connect_timeout: float):
+    def __init__(self, url: URL, connect_timeout: float, tls: dict[str, Any] | None = None):
+        """``tls``: libpq's sslmode and certificate files (db/tls.py), as for every other connection."""
         self.params = {
             "host": url.host,
             "port": url.port or 6432,
@@ -37,6 +38,7 @@ class PoolerConsole:
             "dbname": url.database or "pgbouncer",
             "connect_timeout": max(2, math.ceil(connect_timeout)),  # libpq: whole seconds, 1 means 2
             "application_name": APPLICATION_NAME,
+            **(tls or {}),
         }
         self.address = f"{self.params['host']}:{self.params['port']}"
         self.lock = threading.Lock()

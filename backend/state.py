@@ -36,7 +36,7 @@ class DbHealth:
     leader: ProbeLeader
     side_engines: dict[tuple[str | None, str], sa.Engine] = field(default_factory=dict)
     probe_connections: dict[str | None, ProbeConnection] = field(default_factory=dict)
-    verified_tokens: dict[str, dict[str, Any]] = field(default_factory=dict)  # Authorization header -> claims
+    verified_tokens: dict[str, tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=dict)  # header -> (jwt header, claims)
     generation: int = 0  # the pool generation this process last applied
     generation_local: int = 0  # reconnects asked through the instance folder alone (database down)
     generation_mtime: int = 0

@@ -4,11 +4,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from flask import Blueprint
-from flask_jwt_extended import get_jwt, verify_jwt_in_request
 
 from .. import audit
 from ..auth.revocation import revoke
-from ..auth.tokens import issue_token
+from ..auth.tokens import issue_token, verified_claims
 from ..auth.users import check_password, find_user
 from ..errors import ApiError, json_object_body
 
@@ -35,8 +34,7 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    verify_jwt_in_request()
-    claims = get_jwt()
+    claims = verified_claims()
     expires_at = datetime.fromtimestamp(claims["exp"], timezone.utc).replace(tzinfo=None)
     revoke(claims["jti"], expires_at)
     audit.record("logout", "ok", actor=claims["sub"], target=claims["jti"])

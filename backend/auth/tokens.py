@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, g, request
-from flask_jwt_extended import create_access_token, get_jwt, verify_jwt_in_request
+from flask_jwt_extended import create_access_token, get_jwt, get_jwt_header, verify_jwt_in_request
 
 from ..errors import ApiError, error_body
 from ..extensions import jwt
@@ -43,6 +43,28 @@ def admin_only(view: Callable[..., Any]) -> Callable[..., Any]:
 VERIFIED_CACHE_SIZE = 1024
 
 
+def claims_problem(claims: dict[str, Any]) -> str | None:
+    """Why these claims are not acceptable, or None: a token must be able to expire and be revoked."""
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)) or exp != exp or exp in (float("inf"), float("-inf")):
+        return "exp must be a number"
+    for name in ("jti", "sub"):
+        value = claims.get(name)
+        if not isinstance(value, str) or not value or len(value) > 255:
+            return f"{name} must be a non-empty string"
+    if claims.get("role") not in ROLES or not isinstance(claims.get("role"), str):
+        return f"role must be one of {', '.join(ROLES)}"
+    return None
+
+
+def _remember_in_context(header: dict[str, Any], claims: dict[str, Any]) -> None:
+    """What verify_jwt_in_request() stores (flask-jwt-extended 4.7), so get_jwt() works on a cached token."""
+    g._jwt_extended_jwt_user = {"loaded_user": None}
+    g._jwt_extended_jwt_header = header
+    g._jwt_extended_jwt = claims
+    g._jwt_extended_jwt_location = "headers"
+
+
 def verified_claims() -> dict[str, Any]:
     """The request's token claims; raises flask-jwt-extended's errors for a bad token.
 
@@ -50,31 +72,43 @@ def verified_claims() -> dict[str, Any]:
     every base64 character in Python), more than a cached health answer. A token
     byte-for-byte identical to one this process verified with its key needs no
     second signature check; expiry and revocation are still checked every time,
-    and anything else goes through flask-jwt-extended in full.
+    flask-jwt-extended's request context is filled in as its own verification
+    would, and anything else goes through flask-jwt-extended in full.
     """
     verified = state().verified_tokens
     header = request.headers.get("Authorization", "")
-    claims = verified.get(header)
-    if claims is None or claims["exp"] <= time.time() or revoked_tokens().contains(claims["jti"]):
+    cached = verified.get(header)
+    if cached is not None and cached[1]["exp"] > time.time() and not revoked_tokens().contains(cached[1]["jti"]):
+        _remember_in_context(*cached)
+        return cached[1]
+    try:
         verify_jwt_in_request()
-        claims = get_jwt()
-        if len(verified) >= VERIFIED_CACHE_SIZE:
-            verified.clear()
-        verified[header] = claims
+    except (OverflowError, TypeError, ValueError) as error:  # PyJWT on claims such as "exp": 1e999
+        raise ApiError(401, "invalid_token", "The token is not valid: unreadable claims", "Invalid token") from error
+    claims, jwt_header = get_jwt(), get_jwt_header()
+    if len(verified) >= VERIFIED_CACHE_SIZE:
+        verified.clear()
+    verified[header] = (jwt_header, claims)
     return claims
 
 
 def protect(blueprint: Blueprint) -> None:
-    """Require a valid token on every route of ``blueprint``, and the admin role where marked."""
+    """Require a valid token on every route of ``blueprint``, and the admin role where marked.
+
+    OPTIONS (a CORS preflight) needs no token, as in flask-jwt-extended: Flask
+    answers it with the allowed methods and nothing else.
+    """
 
     @blueprint.before_request
     def _require_token():
+        if request.method == "OPTIONS":
+            return None
         claims = verified_claims()
-        g.identity = claims.get("sub")
-        g.role = claims.get("role")
+        g.identity = claims["sub"]
+        g.role = claims["role"]
         view = current_app.view_functions.get(request.endpoint)
         needed = getattr(view, "required_role", "viewer")
-        if g.role not in ROLES or (needed == "admin" and g.role != "admin"):
+        if needed == "admin" and g.role != "admin":
             raise ApiError(403, "forbidden", f"This action needs the {needed} role", "Forbidden")
 
 
@@ -103,7 +137,12 @@ def _verification_failed(header: dict, payload: dict):
 
 
 def _is_revoked(header: dict, payload: dict) -> bool:
-    return revoked_tokens().contains(payload["jti"])
+    jti = payload.get("jti")
+    return isinstance(jti, str) and revoked_tokens().contains(jti)
+
+
+def _claims_acceptable(header: dict, payload: dict) -> bool:
+    return claims_problem(payload) is None
 
 
 def init_app(app: Flask) -> None:
@@ -113,3 +152,4 @@ def init_app(app: Flask) -> None:
     jwt.revoked_token_loader(_revoked)
     jwt.token_verification_failed_loader(_verification_failed)
     jwt.token_in_blocklist_loader(_is_revoked)
+    jwt.token_verification_loader(_claims_acceptable)

@@ -24,6 +24,7 @@ from .fleet import init_app as init_fleet
 from .fleet.leader import ProbeLeader
 from .health import cli as health_cli
 from .health.monitor import HealthMonitor
+from .json_provider import SafeJSONProvider
 from .state import DbHealth, forget_connections_after_fork
 
 
@@ -44,6 +45,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(EXIT_MISCONFIGURED) from None
     app.config.update({k: v for k, v in overrides.items() if k not in SETTINGS and not k.startswith(BIND_PREFIX)})
+    app.json = SafeJSONProvider(app)
+    app.json.sort_keys = False
 
     logs.init_app(app)
     db.init_app(app)
@@ -66,7 +69,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     alerts.init_app(app)
     auth_cli.init_app(app)
     health_cli.init_app(app)
-    app.json.sort_keys = False
 
     register_blueprints(app)
 

@@ -135,6 +135,17 @@ def _webhook_urls(name: str, raw: str) -> tuple[str, ...]:
         except ValueError:
             raise ConfigError(f"{name}: {shown_url(url)} has an invalid port") from None
     return urls
+def _rate(name: str, raw: str) -> str:
+    """One rate such as ``10/minute`` or ``5 per 2 hours`` (the ``limits`` notation Flask-Limiter reads)."""
+    from limits import parse_many
+
+    try:
+        items = parse_many(str(raw).strip())
+    except ValueError:
+        items = []
+    if len(items) != 1 or items[0].amount < 1:
+        raise ConfigError(f"{name} must be one rate such as 10/minute or 5 per 2 hours, got {raw!r}")
+    return f"{items[0].amount} per {items[0].multiples} {items[0].GRANULARITY.name}"
 
 
 def file_problem(path: str) -> str | None:
@@ -223,6 +234,9 @@ SETTINGS: dict[str, tuple[Callable[[str, str], Any], Any]] = {
     "DB_ALERT_FAILURES": (positive_int, 2),
     "DB_ALERT_RECOVERIES": (positive_int, 2),
     "DB_ALERT_MIN_INTERVAL_S": (non_negative_seconds, 300.0),
+    "DB_READYZ_CHECKS_DATABASE": (_boolean, False),
+    "AUTH_LOGIN_LIMIT": (_rate, "10 per 1 minute"),
+    "TRUSTED_PROXIES": (non_negative_int, 0),
     "LOG_LEVEL": (_choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", upper=True), "INFO"),
     "LOG_FORMAT": (_choice("text", "json"), "text"),
 }
@@ -298,5 +312,8 @@ def load_settings(environ: Mapping[str, Any]) -> dict[str, Any]:
             f"JWT_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters, got {len(secret)}"
         )
 
+    # Failed logins per client address alone: three times the budget per (username, address).
+    amount, per = settings["AUTH_LOGIN_LIMIT"].split(" per ", 1)
+    settings["AUTH_LOGIN_ADDRESS_LIMIT"] = f"{int(amount) * 3} per {per}"
     settings["JWT_ACCESS_TOKEN_EXPIRES"] = timedelta(seconds=settings["JWT_ACCESS_TOKEN_EXPIRES"])
     return settings

@@ -75,6 +75,10 @@ HTTP_DURATION = Histogram(
     "dbhealth_http_request_duration_seconds", "HTTP request duration by route template.", ["method", "route"]
 )
 STATUSES = ("healthy", "degraded", "unhealthy")
+# Label values come from a fixed set, so made-up methods and paths cannot grow /metrics.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+OTHER_METHOD = "other"
+UNMATCHED = "<unmatched>"
 
 
 # Gauge values last written by this process: in multiprocess mode every write
@@ -118,6 +122,8 @@ def record_risks(component: str, risks: list[dict[str, Any]]) -> None:
 
 
 def record_request(method: str, route: str, status: int, seconds: float) -> None:
+    """Count one request; ``route`` is a route template or UNMATCHED, an unknown method counts as ``other``."""
+    method = method if method in METHODS else OTHER_METHOD
     HTTP_REQUESTS.labels(method, route, str(status)).inc()
     HTTP_DURATION.labels(method, route).observe(seconds)
 

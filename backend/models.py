@@ -51,8 +51,12 @@ class AuditEvent(db.Model):
     detail: Mapped[dict | None] = mapped_column(sa.JSON)
     remote_addr: Mapped[str | None] = mapped_column(sa.String(64))
     request_id: Mapped[str | None] = mapped_column(sa.String(64))
+    # Chosen by the writer before the first attempt: a retried insert whose
+    # acknowledgement was lost finds its row instead of writing it twice.
+    event_id: Mapped[str | None] = mapped_column(sa.String(32), unique=True)
 
     def to_dict(self) -> dict:
+        """The fields of GET /api/database/audit (SPEC 5: who, action, target, outcome, request_id, at)."""
         return {
             "id": self.id,
             "at": self.created_at.isoformat(timespec="milliseconds") + "Z",
@@ -60,9 +64,9 @@ class AuditEvent(db.Model):
             "action": self.action,
             "target": self.target,
             "outcome": self.outcome,
-            "detail": self.detail,
-            "remote_addr": self.remote_addr,
             "request_id": self.request_id,
+            "remote_addr": self.remote_addr,
+            "detail": self.detail,
         }
 
 

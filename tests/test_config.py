@@ -237,3 +237,38 @@ def test_pgbouncer_admin_url_is_checked(value, message):
         load_settings({"DB_PGBOUNCER_ADMIN_URL": value})
     assert str(info.value) == message
     assert load_settings({"DB_PGBOUNCER_ADMIN_URL": "postgresql://admin@db:6432/pgbouncer"})["DB_PGBOUNCER_ADMIN_URL"].port == 6432
+    "name, value, message",
+    [
+        ("AUTH_LOGIN_LIMIT", "lots", "AUTH_LOGIN_LIMIT must be one rate such as 10/minute or 5 per 2 hours, got 'lots'"),
+        ("AUTH_LOGIN_LIMIT", "0/minute", "AUTH_LOGIN_LIMIT must be one rate such as 10/minute or 5 per 2 hours, got '0/minute'"),
+        ("AUTH_LOGIN_LIMIT", "5/minute;1/second", "AUTH_LOGIN_LIMIT must be one rate such as 10/minute or 5 per 2 hours, got '5/minute;1/second'"),
+        ("TRUSTED_PROXIES", "-1", "TRUSTED_PROXIES must be a non-negative integer, got '-1'"),
+        ("TRUSTED_PROXIES", "two", "TRUSTED_PROXIES must be a non-negative integer, got 'two'"),
+        ("DB_READYZ_CHECKS_DATABASE", "sometimes", "DB_READYZ_CHECKS_DATABASE must be true or false, got 'sometimes'"),
+    ],
+)
+def test_hardening_settings_name_the_variable(name, value, message):
+    with pytest.raises(ConfigError) as info:
+        load_settings({name: value})
+    assert str(info.value) == message
+
+
+def test_login_limits_per_pair_and_per_address():
+    settings = load_settings({"AUTH_LOGIN_LIMIT": "5/hour"})
+    assert settings["AUTH_LOGIN_LIMIT"] == "5 per 1 hour"
+    assert settings["AUTH_LOGIN_ADDRESS_LIMIT"] == "15 per 1 hour"
+    defaults = load_settings({})
+    assert (defaults["AUTH_LOGIN_LIMIT"], defaults["TRUSTED_PROXIES"], defaults["DB_READYZ_CHECKS_DATABASE"]) == (
+        "10 per 1 minute", 0, False
+    )
+
+
+def test_an_unencoded_at_sign_in_the_password_is_refused_without_showing_it():
+    with pytest.raises(ConfigError) as info:
+        parse_url("postgresql://u:p@ss@h/x", "DATABASE_URL")
+    message = str(info.value)
+    assert message.startswith("DATABASE_URL has an '@' in its user or password: write it as %40")
+    assert "p@ss" not in message and "@ss" not in message and "u:p" not in message
+    assert mask_url("postgresql://u:p@ss@h/x") == "postgresql://u:***@h/x"
+    assert mask_url("postgresql://u:p%40ss@h/x") == "postgresql://u:***@h/x"
+    assert parse_url("postgresql://u:p%40ss@h/x", "DATABASE_URL").password == "p@ss"

@@ -5,6 +5,7 @@ import logging
 import math
 import os
 import platform
+import re
 import time
 from typing import Any
 
@@ -146,10 +147,12 @@ def health():
 def info():
     options = state().engine_options
     keys = component_keys(current_app)
-    facts = {
-        name: {**connection_facts(db.engines[key], options[key]), "tls": tls.describe(db.engines[key].url, current_app.config)}
-        for name, key in keys.items()
-    }
+    snapshot, _ = monitor().health()  # database_type as the server told it, the same as /health says
+    facts = {}
+    for name, key in keys.items():
+        engine = db.engines[key]
+        facts[name] = {**connection_facts(engine, options[key]), "tls": tls.describe(engine.url, current_app.config)}
+        facts[name]["database_type"] = snapshot["components"][name]["database_type"]
     primary = facts.pop("primary")
     return {"success": True, "data": {**primary, "binds": facts}}
 
@@ -247,11 +250,24 @@ def reconnect_pooler(app) -> list[str] | str | None:
         return f"failed: {type(error).__name__}"
 
 
+AUDIT_ACTION = re.compile(r"[a-z_]{1,40}")
+
+
+def bounded_int(name: str, default: int, low: int, high: int) -> int:
+    """An integer query argument by Flask's own conversion (never isdigit() then int()), 400 when out of range."""
+    if name not in request.args:
+        return default
+    value = request.args.get(name, type=int)
+    if value is None or not low <= value <= high:
+        raise ApiError(400, "invalid_parameter", f"{name} must be an integer from {low} to {high}", "Invalid parameter")
+    return value
+
+
 @bp.get("/audit")
 @admin_only
 def audit_log():
-    raw_limit = request.args.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
-        raise ApiError(400, "invalid_parameter", "limit must be an integer from 1 to 1000", "Invalid parameter")
+    limit = bounded_int("limit", 100, 1, 1000)
     action = request.args.get("action") or None
-    return {"success": True, "data": {"events": audit.recent(int(raw_limit), action)}}
+    if action is not None and not AUDIT_ACTION.fullmatch(action):
+        raise ApiError(400, "invalid_parameter", "action must be an action name such as login or test", "Invalid parameter")
+    return {"success": True, "data": {"events": audit.recent(limit, action)}}

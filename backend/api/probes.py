@@ -18,13 +18,20 @@ def livez():
 
 @bp.get("/readyz")
 def readyz():
-    """Ready when the primary database is not unhealthy, from the cached health."""
-    snapshot = monitor().cached()
-    if snapshot is None:
-        snapshot, _ = monitor().health()
+    """Ready while this instance can serve (SPEC 6).
+
+    The database is shared by every instance: failing readiness on its outage
+    would take them all out of the load balancer at once, and the API that
+    reports the outage with them. With DB_READYZ_CHECKS_DATABASE=true, 503 while
+    the cached health of the primary is unhealthy.
+    """
     headers = {"Cache-Control": "no-store"}
-    if snapshot["components"]["primary"]["status"] == "unhealthy":
-        return error_body("not_ready", "The primary database is unavailable", "Not ready"), 503, headers
+    if current_app.config["DB_READYZ_CHECKS_DATABASE"]:
+        snapshot = monitor().cached()
+        if snapshot is None:
+            snapshot, _ = monitor().health()
+        if snapshot["components"]["primary"]["status"] == "unhealthy":
+            return error_body("not_ready", "The primary database is unavailable", "Not ready"), 503, headers
     return {"success": True, "data": {"status": "ready"}}, 200, headers
 
 

@@ -38,14 +38,18 @@ def mask_url(url: URL | str | None) -> str | None:
         return None
     if isinstance(url, str):
         try:
-            url = sa.make_url(_hosts_into_query(url))
+            parsed = sa.make_url(_hosts_into_query(url))
         except Exception:
-            # Unparseable: keep the user name, hide the rest of what comes before the last "@".
+            parsed = None
+        if parsed is None or "@" in (parsed.host or ""):
+            # Unparseable, or an unencoded "@" in the password (the parser would show part of it
+            # as the host): keep the user name, hide the rest of what comes before the last "@".
             scheme, sep, rest = url.partition("://")
             if "@" not in rest:
                 return url
             userinfo, _, where = rest.rpartition("@")
             return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{where}"
+        url = parsed
     hosts = url.query.get("host")
     if isinstance(hosts, tuple) and len(hosts) > 1:
         # Several hosts: shown in libpq's spelling, h1:5432,h2:5432, as an operator writes them.
@@ -131,6 +135,10 @@ def parse_url(raw: str, variable: str) -> URL:
     except Exception:
         raise ConfigError(f"{variable} is not a valid database URL: {mask_url(raw)!r}") from None
 
+    if "@" in (url.host or ""):
+        raise ConfigError(
+            f"{variable} has an '@' in its user or password: write it as %40 ({mask_url(raw)!r})"
+        )
     backend, _, driver = url.drivername.partition("+")
     if backend == "postgres":
         backend = "postgresql"

@@ -8,11 +8,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import alerts, logs
 from .api import register_blueprints
 from .auth import cli as auth_cli
-from .auth import tokens
+from .auth import throttle, tokens
 from .auth.revocation import RevokedTokens
 from .config import BIND_PREFIX, EXIT_MISCONFIGURED, SETTINGS, ConfigError, load_settings
 from .db import reconnect
@@ -46,6 +47,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         raise SystemExit(EXIT_MISCONFIGURED) from None
     app.config.update({k: v for k, v in overrides.items() if k not in SETTINGS and not k.startswith(BIND_PREFIX)})
     app.json = SafeJSONProvider(app)
+    if app.config["TRUSTED_PROXIES"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXIES"])  # type: ignore[method-assign]
     app.json.sort_keys = False
 
     logs.init_app(app)
@@ -64,6 +67,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             prepare_engine(engine)
     forget_connections_after_fork(app)
     tokens.init_app(app)
+    throttle.init_app(app)
     reconnect.init_app(app)
     init_fleet(app)
     alerts.init_app(app)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from flask_jwt_extended import JWTManager
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
@@ -24,3 +26,5 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 jwt = JWTManager()
+# Failed logins only (auth/throttle.py); counts in each process's memory.
+limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", strategy="moving-window")

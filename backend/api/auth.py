@@ -7,6 +7,7 @@ from flask import Blueprint
 
 from .. import audit
 from ..auth.revocation import revoke
+from ..auth.throttle import throttle_failures
 from ..auth.tokens import issue_token, verified_claims
 from ..auth.users import check_password, find_user
 from ..errors import ApiError, json_object_body
@@ -15,6 +16,7 @@ bp = Blueprint("auth", __name__, url_prefix="/api/auth")
 
 
 @bp.post("/login")
+@throttle_failures
 def login():
     body = json_object_body()
     username, password = body.get("username"), body.get("password")

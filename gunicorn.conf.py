@@ -55,11 +55,13 @@ os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 
 def post_worker_init(worker):
-    """Start the worker's poller at once: an idle worker applies reconnects and may become the probing worker."""
+    """Before this worker serves: load the revoked tokens and start their reload timer (SPEC 4), and
+    start the poller at once (an idle worker applies reconnects and may become the probing worker)."""
     app = worker.wsgi
     if "dbhealth" in getattr(app, "extensions", {}):
         from backend.fleet import start_background
 
+        app.extensions["dbhealth"].revoked.start()
         start_background(app)
 
 

@@ -14,6 +14,7 @@ from . import alerts, logs
 from .api import register_blueprints
 from .auth import cli as auth_cli
 from .auth import throttle, tokens
+from .auth import revocation
 from .auth.revocation import RevokedTokens
 from .config import BIND_PREFIX, EXIT_MISCONFIGURED, SETTINGS, ConfigError, load_settings
 from .db import reconnect
@@ -66,6 +67,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         for engine in db.engines.values():
             prepare_engine(engine)
     forget_connections_after_fork(app)
+    revocation.init_app(app)
     tokens.init_app(app)
     throttle.init_app(app)
     reconnect.init_app(app)

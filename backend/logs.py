@@ -58,6 +58,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", None),
+            "pid": record.process,  # which worker: gunicorn runs several
         }
         for field in REQUEST_FIELDS:
             if hasattr(record, field):

@@ -111,6 +111,7 @@ def make_app(tmp_path):
     yield make
     for app in apps:
         state(app).monitor.stop()
+        state(app).revoked.stop()
         with app.app_context():
             db.session.remove()
             state(app).dispose_connections()

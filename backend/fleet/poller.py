@@ -72,7 +72,6 @@ def step(app: Flask) -> None:
     if leader:
         alerts.dispatch(app)  # before any database work: alerts matter most while it is down
     try:
-        current.revoked.reload_if_older(POLL_S * 0.9)
         reconnect.poll(app)
         budget = min(app.config["DB_HEALTH_TIMEOUT"], 2.0)
         transitions.flush(app, budget)

@@ -1,16 +1,23 @@
 """``flask auth ...``: operators and tokens from the command line."""
 from __future__ import annotations
 
+import functools
 import getpass
 import re
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 import sqlalchemy as sa
 from flask import Flask
 from flask.cli import AppGroup
+from sqlalchemy.exc import SQLAlchemyError
 
 from .. import audit
+from ..db.deadline import DeadlineExceeded
+from ..db.retry import is_transient
+from ..db.urls import scrub_secrets
 from ..extensions import db
 from ..models import ROLES, User
 from .tokens import MAX_EXPIRES_IN, issue_token, revoke_jti
@@ -26,10 +33,29 @@ def _cli_actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
+def database_errors_in_one_line(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A command whose database work fails says why in one line and exits 1, never with a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except DeadlineExceeded:
+            raise click.ClickException("cannot reach the database: no answer in time") from None
+        except SQLAlchemyError as error:
+            cause = getattr(error, "orig", None) or error
+            text = " ".join(scrub_secrets(str(cause)).split()) or type(cause).__name__
+            what = "cannot reach the database" if is_transient(error) else "database error"
+            raise click.ClickException(f"{what}: {text}") from None
+
+    return wrapper
+
+
 @auth_cli.command("create-user")
 @click.argument("name")
 @click.option("--role", type=click.Choice(ROLES), required=True, help="viewer reads health; admin also runs /test and /reconnect.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input, for scripts.")
+@database_errors_in_one_line
 def create_user_command(name: str, role: str, password_stdin: bool) -> None:
     """Create an operator who can log in with a password."""
     if not USERNAME.match(name):
@@ -52,14 +78,17 @@ def create_user_command(name: str, role: str, password_stdin: bool) -> None:
 @click.option("--role", type=click.Choice(ROLES), default="viewer", show_default=True)
 @click.option("--expires-in", type=click.IntRange(1, MAX_EXPIRES_IN), default=None, help="Seconds; default JWT_ACCESS_TOKEN_EXPIRES.")
 def issue_token_command(identity: str, role: str, expires_in: int | None) -> None:
-    """Print a token for IDENTITY, alone on stdout (for monitoring and scripts)."""
+    """Print a token for IDENTITY, alone on stdout (for monitoring and scripts); works with the database down."""
     token, seconds = issue_token(identity, role, expires_in)
-    audit.record("token_issued", "ok", actor=_cli_actor(), target=identity, detail={"role": role, "expires_in": seconds})
+    # A monitoring token is needed most during an outage: the event is logged now and stored later if need be.
+    detail = {"role": role, "expires_in": seconds}
+    audit.record_or_spool("token_issued", "ok", actor=_cli_actor(), target=identity, detail=detail)
     click.echo(token)
 
 
 @auth_cli.command("revoke")
 @click.argument("jti")
+@database_errors_in_one_line
 def revoke_command(jti: str) -> None:
     """Revoke a token by its jti; every worker refuses it within seconds."""
     new = revoke_jti(jti)
@@ -68,6 +97,7 @@ def revoke_command(jti: str) -> None:
 
 
 @auth_cli.command("list-users")
+@database_errors_in_one_line
 def list_users_command() -> None:
     """List operators with their role and state."""
     for user in db.session.scalars(sa.select(User).order_by(User.username)):

@@ -42,12 +42,20 @@ class Proxy:
         self.target = (target_host, target_port)
         self.mode = "pass"
         self.delay = 0.0
+        self.cut_marker: bytes | None = None  # see cut_reply_after
+        self.cut_pair: tuple[socket.socket, socket.socket] | None = None
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.connections: list[socket.socket] = []
         self.lock = threading.Lock()
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut_reply_after(self, marker: bytes) -> None:
+        """Once: forward the next client message holding ``marker`` (b"COMMIT"), then reset that
+        connection when the server answers, so the client never learns the outcome (a lost
+        acknowledgement)."""
+        self.cut_marker = marker
 
     def set_mode(self, mode: str) -> None:
         assert mode in ("pass", "blackhole", "reset")
@@ -79,15 +87,26 @@ class Proxy:
                     upstream.close()
                     return
                 self.connections += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, to_server: bool = False) -> None:
         try:
             while True:
                 data = source.recv(65536)
                 if not data:
                     break
+                if to_server and self.cut_marker and self.cut_marker in data:
+                    self.cut_marker, self.cut_pair = None, (source, sink)
+                elif not to_server and self.cut_pair == (sink, source):
+                    self.cut_pair = None
+                    for sock in (sink, source):  # shutdown first: it wakes the other pump's recv
+                        try:
+                            sock.shutdown(socket.SHUT_RDWR)
+                        except OSError:
+                            pass
+                        _reset(sock)
+                    return
                 if self.delay:
                     time.sleep(self.delay)
                 while self.mode == "blackhole" and not self.closed:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 
 import sqlalchemy as sa
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -22,12 +23,27 @@ def find_user(username: str) -> User | None:
     return db.session.scalar(sa.select(User).where(User.username == username))
 
 
-@with_db_retry()
 def create_user(username: str, password: str, role: str) -> User:
-    user = User(username=username, password_hash=generate_password_hash(password), role=role)
-    db.session.add(user)
-    db.session.commit()
-    return user
+    """Insert an operator, retried; a retry first looks for the row its lost acknowledgement hid.
+
+    The salted hash is made once, before the first attempt, so a row with this
+    name and this very hash can only be our own earlier attempt.
+    """
+    password_hash = generate_password_hash(password)
+    attempts = itertools.count()
+
+    @with_db_retry()
+    def insert() -> User:
+        if next(attempts):
+            landed = db.session.scalar(sa.select(User).where(User.username == username))
+            if landed is not None and landed.password_hash == password_hash:
+                return landed
+        user = User(username=username, password_hash=password_hash, role=role)
+        db.session.add(user)
+        db.session.commit()
+        return user
+
+    return insert()
 
 
 def check_password(user: User | None, password: str) -> bool:

@@ -1,7 +1,7 @@
 """audit event ids, so a retried insert never writes twice
 
 Revision ID: 5d1e7c2a9b40
-Revises: ce4994785816
+Revises: b617f5fbdcf9
 Create Date: 2026-11-30 16:30:00.000000
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '5d1e7c2a9b40'
-down_revision = 'ce4994785816'
+down_revision = 'b617f5fbdcf9'
 branch_labels = None
 depends_on = None
 

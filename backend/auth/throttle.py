@@ -16,6 +16,7 @@ one n proxies in front wrote into X-Forwarded-For (werkzeug ProxyFix).
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -58,7 +59,7 @@ def throttle_failures(view: Callable[..., Any]) -> Callable[..., Any]:
 
 def _too_many_attempts(error: RateLimitExceeded):
     breached = limiter.current_limit
-    retry_after = max(1, breached.reset_at - int(time.time())) if breached else 60
+    retry_after = max(1, math.ceil(breached.window[0] - time.time())) if breached else 60
     body = error_body(
         "too_many_attempts",
         f"Too many failed logins; try again in {retry_after} s",

@@ -6,6 +6,7 @@ goes to stderr, as JSON when LOG_FORMAT=json.
 """
 import multiprocessing
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -47,11 +48,15 @@ os.environ.setdefault("INSTANCE_ID", f"{socket.gethostname().split('.')[0][:57] 
 
 # Prometheus multiprocess mode: every worker writes its samples to files in this
 # folder and /metrics adds them up. It must be set before a worker imports the app.
-# Every run starts with an empty folder (emptied here, as the master reads this file).
-_own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"dbhealth-metrics-{os.getpid()}"))
-shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+# Unset, a new private folder is made for this run and removed at exit. Chosen by the
+# operator, it is theirs: nothing in it is deleted but the files this server wrote
+# (named <kind>_<pid>.db by prometheus_client, for the master's and its workers' pids).
+_own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _own_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="dbhealth-metrics-")
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+_metrics_pids = {os.getpid()}  # the master writes some too when LOG_FORMAT=json imports the package
+_METRICS_FILE = re.compile(r"[a-z_]+_(\d+)\.db")
 
 
 def post_worker_init(worker):
@@ -66,12 +71,24 @@ def post_worker_init(worker):
 
 
 def child_exit(server, worker):
-    """Drop the live gauges of a worker that exited."""
+    """Drop the live gauges of a worker that exited; its counters stay until this server exits."""
     from prometheus_client import multiprocess
 
+    _metrics_pids.add(worker.pid)
     multiprocess.mark_process_dead(worker.pid)
 
 
 def on_exit(server):
+    """Remove this run's metrics: the whole folder if it made it, else only its own files."""
+    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     if _own_metrics_dir:
-        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    pids = _metrics_pids | set(server.WORKERS)
+    for name in os.listdir(folder):
+        match = _METRICS_FILE.fullmatch(name)
+        if match and int(match.group(1)) in pids:
+            try:
+                os.remove(os.path.join(folder, name))
+            except OSError:
+                pass

@@ -13,9 +13,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import alerts, logs
 from .api import register_blueprints
 from .auth import cli as auth_cli
-from .auth import throttle, tokens
-from .auth import revocation
+from .auth import revocation, throttle, tokens
 from .auth.revocation import RevokedTokens
+from .bodies import BoundedRequest, SafeJSONProvider
 from .config import BIND_PREFIX, EXIT_MISCONFIGURED, SETTINGS, ConfigError, load_settings
 from .db import reconnect
 from .db.engines import engine_options, prepare_engine
@@ -26,7 +26,6 @@ from .fleet import init_app as init_fleet
 from .fleet.leader import ProbeLeader
 from .health import cli as health_cli
 from .health.monitor import HealthMonitor
-from .json_provider import SafeJSONProvider
 from .state import DbHealth, forget_connections_after_fork
 
 
@@ -47,6 +46,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(EXIT_MISCONFIGURED) from None
     app.config.update({k: v for k, v in overrides.items() if k not in SETTINGS and not k.startswith(BIND_PREFIX)})
+    app.request_class = BoundedRequest
     app.json = SafeJSONProvider(app)
     if app.config["TRUSTED_PROXIES"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXIES"])  # type: ignore[method-assign]

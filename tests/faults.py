@@ -276,6 +276,7 @@ class Gunicorn:
 
     def __init__(self, env: dict[str, str], workers: int = 2, extra: tuple[str, ...] = (), ready_path: str = "/livez"):
         self.port = free_port()
+        self.started = time.time()
         self.log_path = tempfile.mktemp(prefix="dbhealth-gunicorn-", suffix=".log")
         self.out_path = self.log_path + ".out"
         command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}",

@@ -1,7 +1,6 @@
 """`flask auth` while the database is down or frozen: a token still comes out; anything else fails in one line."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time

@@ -13,7 +13,7 @@ import psycopg2
 from flask import current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import alerts, audit, metrics
+from .. import alerts, audit, metrics, process
 from ..auth.tokens import admin_only, is_admin
 from ..db import reconnect as reconnection
 from ..db import tls
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 HEALTH_JSON = "application/health+json"
 HEALTH_JSON_STATUS = {"healthy": "pass", "degraded": "warn", "unhealthy": "fail"}
-STARTED_AT = (time.time(), iso_now())
 
 
 def flag(name: str) -> bool:
@@ -188,7 +187,6 @@ def status():
                 log.warning("server facts of %s unavailable: %s", name, type(error).__name__)
                 facts["error"] = "server facts unavailable"
         server[name] = facts
-    started, started_iso = STARTED_AT
     history, history_error = transitions.recent(current_app, timeout)
     report = {**monitor().report(), "transitions": history, "history_retention_days": current_app.config["DB_HISTORY_RETENTION_DAYS"]}
     if history_error:
@@ -208,8 +206,8 @@ def status():
             "workers": live_workers(current_app.instance_path),
             "process": {
                 "pid": os.getpid(),
-                "started_at": started_iso,
-                "uptime_seconds": round(time.time() - started),
+                "started_at": process.started_iso(),
+                "uptime_seconds": round(time.time() - process.started()),
                 "python": platform.python_version(),
                 "pool_generation": state().generation,
             },

@@ -13,12 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from datetime import datetime, timezone
 
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import alerts
+from .. import alerts, process
 from ..db import reconnect
 from ..db.deadline import DeadlineExceeded
 from ..health import transitions
@@ -26,7 +25,6 @@ from ..state import state
 from .workers import heartbeat
 
 POLL_S = reconnect.GENERATION_POLL_S
-STARTED_AT = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 log = logging.getLogger(__name__)
 
 
@@ -86,6 +84,6 @@ def step(app: Flask) -> None:
                 "pool_generation": current.generation,
                 "local_reconnects": current.generation_local,
                 "last_probe": current.last_probe,
-                "started_at": STARTED_AT,
+                "started_at": process.started_iso(),
             },
         )

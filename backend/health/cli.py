@@ -17,7 +17,7 @@ dbhealth_cli = AppGroup("dbhealth", help="Check the databases from the command l
 
 @dbhealth_cli.command("check")
 @click.option("--json", "as_json", is_flag=True, help="Print the health data as JSON.")
-@click.option("--force", is_flag=True, help="Always probe (a command has no cache to reuse anyway).")
+@click.option("--force", is_flag=True, help="Accepted for symmetry with ?force=true; changes nothing: the command always probes (it has no cache).")
 def check_command(as_json: bool, force: bool) -> None:
     """Probe the databases; exit 0 healthy, 1 degraded, 2 unhealthy, 3 misconfigured."""
     monitor().shares = False  # a command is not one of the instance's workers: its result is its own

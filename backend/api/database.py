@@ -23,7 +23,7 @@ from ..errors import ApiError, error_body
 from ..extensions import db
 from ..fleet.workers import live_workers
 from ..health import dialects, judge, pooler, transitions
-from ..health.monitor import component_keys, iso_now, monitor
+from ..health.monitor import component_keys, monitor
 from ..state import state
 from .blueprint import bp
 

@@ -56,7 +56,7 @@ class AuditEvent(db.Model):
     event_id: Mapped[str | None] = mapped_column(sa.String(32), unique=True)
 
     def to_dict(self) -> dict:
-        """The fields of GET /api/database/audit (SPEC 5: who, action, target, outcome, request_id, at)."""
+        """The fields of GET /api/database/audit (SPEC 5: who is ``actor``; action, target, outcome, request_id, at)."""
         return {
             "id": self.id,
             "at": self.created_at.isoformat(timespec="milliseconds") + "Z",

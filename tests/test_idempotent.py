@@ -52,4 +52,4 @@ def test_an_audit_event_with_a_lost_acknowledgement_is_stored_once(behind_proxy)
     assert response.status_code == 200, response.json
     assert proxy.cut_marker is None
     events = client.get("/api/database/audit?action=login", headers=bearer(app, "admin")).json["data"]["events"]
-    assert [(e["who"], e["outcome"]) for e in events] == [("erin", "ok")]
+    assert [(e["actor"], e["outcome"]) for e in events] == [("erin", "ok")]

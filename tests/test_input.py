@@ -52,8 +52,8 @@ def test_nul_bytes_and_long_request_ids_on_login_and_audit(app):
     assert response.status_code == 400 and response.json["code"] == "invalid_parameter"
     events = client.get("/api/database/audit", headers=admin).json["data"]["events"]
     assert [e["action"] for e in events] == ["reconnect", "test", "login", "login", "login"]
-    assert {"who", "action", "target", "outcome", "request_id", "at"} <= set(events[0])
-    assert events[-1]["who"] == "ali\\x00ce"
+    assert {"actor", "action", "target", "outcome", "request_id", "at"} <= set(events[0])
+    assert events[-1]["actor"] == "ali\\x00ce"
 
 
 @pytest.mark.parametrize("raw", ["%C2%B2", "abc", "0", "1001", "-1", "1.5", "", "%00"])
@@ -70,7 +70,7 @@ def test_audit_default_is_100_newest_first(sqlite_app):
     client = sqlite_app.test_client()
     admin = bearer(sqlite_app, "admin")
     events = client.get("/api/database/audit", headers=admin).json["data"]["events"]
-    assert len(events) == 100 and events[0]["who"] == "u129"
+    assert len(events) == 100 and events[0]["actor"] == "u129"
     assert len(client.get("/api/database/audit?limit=1000", headers=admin).json["data"]["events"]) == 130
     assert len(client.get("/api/database/audit?limit=1", headers=admin).json["data"]["events"]) == 1
 

@@ -301,6 +301,23 @@ class Gunicorn:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"gunicorn did not start:\n{self.logs()}")
             time.sleep(0.1)
+        if env.get("INSTANCE_PATH"):
+            self._wait_for_every_worker(os.path.join(env["INSTANCE_PATH"], "workers"), workers, deadline)
+
+    def _wait_for_every_worker(self, folder: str, workers: int, deadline: float) -> None:
+        """Until each worker is past post_worker_init (its poller has written its file), so that a
+        fault a test makes next does not meet a worker still loading at boot."""
+        while True:
+            pids = set(self.worker_pids())
+            try:
+                written = {int(name[:-5]) for name in os.listdir(folder) if name[:-5].isdigit()}
+            except FileNotFoundError:
+                written = set()
+            if len(pids) >= workers and pids <= written:
+                return
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn workers did not all start:\n{self.logs()}")
+            time.sleep(0.05)
 
     def get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET", timeout: float = 30):
         request = urllib.request.Request(self.url + path, headers=headers or {}, method=method)

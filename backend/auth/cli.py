@@ -79,6 +79,8 @@ def create_user_command(name: str, role: str, password_stdin: bool) -> None:
 @click.option("--expires-in", type=click.IntRange(1, MAX_EXPIRES_IN), default=None, help="Seconds; default JWT_ACCESS_TOKEN_EXPIRES.")
 def issue_token_command(identity: str, role: str, expires_in: int | None) -> None:
     """Print a token for IDENTITY, alone on stdout (for monitoring and scripts); works with the database down."""
+    if not 0 < len(identity) <= 80 or "\x00" in identity:
+        raise click.BadParameter("use 1-80 characters", param_hint="IDENTITY")
     token, seconds = issue_token(identity, role, expires_in)
     # A monitoring token is needed most during an outage: the event is logged now and stored later if need be.
     detail = {"role": role, "expires_in": seconds}

@@ -43,16 +43,29 @@ def admin_only(view: Callable[..., Any]) -> Callable[..., Any]:
 VERIFIED_CACHE_SIZE = 1024
 
 
+# Past this an expiry cannot be a date (year 9999): it would never expire, and logout could not store it.
+MAX_EXP = 253402300799
+CLAIM_WIDTH = {"jti": 64, "sub": 80}  # the widths of revoked_tokens.jti and audit_events.actor
+
+
 def claims_problem(claims: dict[str, Any]) -> str | None:
-    """Why these claims are not acceptable, or None: a token must be able to expire and be revoked."""
+    """Why these claims are not acceptable, or None: a token must be able to expire and be revoked.
+
+    Types are checked too, and text a database could not store (NUL, lone
+    surrogates, longer than its column) is refused here rather than failing later.
+    """
     exp = claims.get("exp")
-    if isinstance(exp, bool) or not isinstance(exp, (int, float)) or exp != exp or exp in (float("inf"), float("-inf")):
-        return "exp must be a number"
-    for name in ("jti", "sub"):
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)) or not 0 < exp <= MAX_EXP:
+        return "exp must be a time"
+    for name, width in CLAIM_WIDTH.items():
         value = claims.get(name)
-        if not isinstance(value, str) or not value or len(value) > 255:
-            return f"{name} must be a non-empty string"
-    if claims.get("role") not in ROLES or not isinstance(claims.get("role"), str):
+        if not isinstance(value, str) or not 0 < len(value) <= width or "\x00" in value:
+            return f"{name} must be a string of 1-{width} characters"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{name} must be valid Unicode"
+    if not isinstance(claims.get("role"), str) or claims["role"] not in ROLES:
         return f"role must be one of {', '.join(ROLES)}"
     return None
 

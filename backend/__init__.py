@@ -16,6 +16,7 @@ from .auth import cli as auth_cli
 from .auth import revocation, throttle, tokens
 from .auth.revocation import RevokedTokens
 from .bodies import BoundedRequest, SafeJSONProvider
+from .cli_errors import guard_group
 from .config import BIND_PREFIX, EXIT_MISCONFIGURED, SETTINGS, ConfigError, load_settings
 from .db import reconnect
 from .db.engines import engine_options, prepare_engine
@@ -55,6 +56,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     logs.init_app(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
+    guard_group(app.cli.commands["db"])  # flask db ...: one line, not a traceback, when the database is away
     jwt.init_app(app)
     app.extensions["dbhealth"] = DbHealth(
         app=app,

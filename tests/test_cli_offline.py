@@ -81,6 +81,8 @@ def test_issue_token_works_with_the_database_down_or_frozen_and_audits_later(mak
         (("auth", "revoke", "0123456789abcdef"), None),
         (("auth", "list-users"), None),
         (("auth", "create-user", "carol", "--role", "viewer", "--password-stdin"), "long enough pw\n"),
+        (("db", "upgrade"), None),
+        (("db", "current"), None),
     ],
 )
 def test_other_commands_say_the_database_is_unreachable_in_one_line(tmp_path, args, stdin):

@@ -1,23 +1,17 @@
 """``flask auth ...``: operators and tokens from the command line."""
 from __future__ import annotations
 
-import functools
 import getpass
 import re
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import click
 import sqlalchemy as sa
 from flask import Flask
 from flask.cli import AppGroup
-from sqlalchemy.exc import SQLAlchemyError
 
 from .. import audit
-from ..db.deadline import DeadlineExceeded
-from ..db.retry import is_transient
-from ..db.urls import scrub_secrets
+from ..cli_errors import database_errors_in_one_line
 from ..extensions import db
 from ..models import ROLES, User
 from .tokens import MAX_EXPIRES_IN, issue_token, revoke_jti
@@ -31,24 +25,6 @@ auth_cli = AppGroup("auth", help="Manage operators and tokens.")
 
 def _cli_actor() -> str:
     return f"cli:{getpass.getuser()}"
-
-
-def database_errors_in_one_line(command: Callable[..., Any]) -> Callable[..., Any]:
-    """A command whose database work fails says why in one line and exits 1, never with a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except DeadlineExceeded:
-            raise click.ClickException("cannot reach the database: no answer in time") from None
-        except SQLAlchemyError as error:
-            cause = getattr(error, "orig", None) or error
-            text = " ".join(scrub_secrets(str(cause)).split()) or type(cause).__name__
-            what = "cannot reach the database" if is_transient(error) else "database error"
-            raise click.ClickException(f"{what}: {text}") from None
-
-    return wrapper
 
 
 @auth_cli.command("create-user")

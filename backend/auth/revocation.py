@@ -87,7 +87,7 @@ class RevokedTokens:
             with self.app.app_context():
                 query = sa.select(RevokedToken.jti).where(RevokedToken.expires_at > utcnow())
                 timeout = self.app.config["DB_HEALTH_TIMEOUT"]
-                rows = side.run_bounded(None, timeout, lambda connection: connection.execute(query).scalars().all())
+                rows = side.run_bounded(None, timeout, lambda connection: _load(connection, query))
         except (SQLAlchemyError, DeadlineExceeded) as error:
             self._failed(error, outage=isinstance(error, DeadlineExceeded) or is_transient(error))
             return
@@ -143,6 +143,18 @@ class RevokedTokens:
             os.replace(temporary, self.path)
         except OSError as error:
             log.warning("cannot keep a local copy of revoked tokens: %s", error)
+
+
+def _load(connection: sa.Connection, query: sa.Select) -> list[str]:
+    """Run the load; a connection whose pool was disposed meanwhile (/reconnect) is closed, not kept.
+
+    This timer runs beside the thread that disposes pools: a connection checked
+    out across a dispose would otherwise go back to the old pool and stay open.
+    """
+    rows = connection.execute(query).scalars().all()
+    if connection.connection._pool is not connection.engine.pool:
+        connection.invalidate()
+    return rows
 
 
 def revoked_tokens() -> RevokedTokens:

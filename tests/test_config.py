@@ -237,6 +237,9 @@ def test_pgbouncer_admin_url_is_checked(value, message):
         load_settings({"DB_PGBOUNCER_ADMIN_URL": value})
     assert str(info.value) == message
     assert load_settings({"DB_PGBOUNCER_ADMIN_URL": "postgresql://admin@db:6432/pgbouncer"})["DB_PGBOUNCER_ADMIN_URL"].port == 6432
+
+
+@pytest.mark.parametrize(
     "name, value, message",
     [
         ("AUTH_LOGIN_LIMIT", "lots", "AUTH_LOGIN_LIMIT must be one rate such as 10/minute or 5 per 2 hours, got 'lots'"),

@@ -221,8 +221,9 @@ def test_reconnect_reaches_every_worker_of_both_instances(fleet):
     data = body["data"]
     generation = data["generation"]
     assert generation >= 1 and data["disposed_connections"] >= 1 and data["fallback"] is False
-    assert [entry["instance"] for entry in data["applied_by"]] == ["fleet-a"]
-    assert data["applied_by"][0]["at"].endswith("Z")
+    # The answering instance has applied it; the other may already have too (it polls every second).
+    answered = {entry["instance"]: entry for entry in data["applied_by"]}
+    assert "fleet-a" in answered and answered["fleet-a"]["at"].endswith("Z")
 
     def old_connections_gone():
         now = fleet.connections()

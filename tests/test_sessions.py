@@ -179,7 +179,8 @@ def test_sessions_idle_in_transaction_text_for_admins_only_and_filters(served):
         data = response.json["data"]
         assert SUMMARY_FIELDS <= set(data) and data["supported"] is True and data["component"] == "primary"
         assert set(data["by_state"]) == STATES and data["by_state"]["idle_in_transaction"] >= 1
-        assert data["total"] == sum(data["by_state"].values()) >= len(data["sessions"]) >= 1
+        # The counts come from one read and the list from another: sessions may come and go in between.
+        assert data["total"] == sum(data["by_state"].values()) and len(data["sessions"]) >= 1
         assert data["max_connections"] > 0 and data["oldest_transaction_s"] >= 0
         assert data["by_user"][admin["user"]] >= 1
         assert all(s["state"] in STATES for s in data["sessions"]) and len(data["sessions"]) <= 200

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 
+import pytest
 from flask_migrate import downgrade
 
 from backend.state import state
@@ -227,6 +228,21 @@ def test_health_json_format(client, viewer):
     check = body["checks"]["primary:responseTime"][0]
     assert check["observedUnit"] == "ms" and check["observedValue"] > 0 and check["status"] == "pass"
     assert check["time"].endswith("Z")
+
+
+@pytest.mark.parametrize(
+    "accept, mimetype",
+    [
+        ("application/health+json; charset=utf-8", "application/health+json"),
+        ("application/json, application/health+json", "application/health+json"),
+        ("application/health+json;q=0, application/json", "application/json"),  # q=0: "not this"
+        ("application/json, application/health+json;q=0.5", "application/json"),
+        ("*/*", "application/json"),
+    ],
+)
+def test_health_json_only_when_the_client_prefers_it(client, viewer, accept, mimetype):
+    response = client.get("/api/database/health", headers={**viewer, "Accept": accept})
+    assert response.status_code == 200 and response.mimetype == mimetype
 
 
 def test_dbhealth_check_exit_codes(make_app, tmp_path):

@@ -104,11 +104,21 @@ def _success_body(snapshot: dict[str, Any], cached: bool, admin: bool) -> bytes:
     return hit[1]
 
 
+def wants_health_json() -> bool:
+    """The IETF format only when the client names it, with a quality above zero and no lower than JSON's.
+
+    ``application/health+json;q=0`` means "not this"; ``*/*`` means plain JSON.
+    """
+    accept = request.accept_mimetypes
+    named = max((q for value, q in accept if value.split(";")[0].strip().lower() == HEALTH_JSON), default=0)
+    return named > 0 and named >= accept.quality("application/json")
+
+
 def health_response(snapshot: dict[str, Any], cached: bool, admin: bool):
     """200 or 503 with the health data, as JSON or as application/health+json."""
     status = 503 if snapshot["status"] == "unhealthy" else 200
     headers = {"Cache-Control": "no-store"}
-    if HEALTH_JSON in request.headers.get("Accept", ""):
+    if wants_health_json():
         body = current_app.json.dumps(health_json(present(snapshot, cached, admin)))
         return current_app.response_class(body, status=status, mimetype=HEALTH_JSON, headers=headers)
     if status == 503:

@@ -126,7 +126,10 @@ def _port(parts) -> int | None:
 def _webhook_urls(name: str, raw: str) -> tuple[str, ...]:
     urls = tuple(url.strip() for url in str(raw).split(",") if url.strip())
     for url in urls:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # an IPv6 address without its closing bracket
+            raise ConfigError(f"{name} must be comma-separated http(s) URLs, got one that cannot be parsed") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             shown = repr(shown_url(url)) if parts.scheme and parts.hostname else "one without http(s)://host"
             raise ConfigError(f"{name} must be comma-separated http(s) URLs, got {shown}")

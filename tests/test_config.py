@@ -57,6 +57,8 @@ def test_defaults():
          "DB_ALERT_WEBHOOK_URLS must be comma-separated http(s) URLs, got one without http(s)://host"),
         ("DB_ALERT_WEBHOOK_URLS", "ftp://files.example/secret",
          "DB_ALERT_WEBHOOK_URLS must be comma-separated http(s) URLs, got 'ftp://files.example'"),
+        ("DB_ALERT_WEBHOOK_URLS", "https://[::1/services/T/B/secret",
+         "DB_ALERT_WEBHOOK_URLS must be comma-separated http(s) URLs, got one that cannot be parsed"),
     ],
 )
 def test_bad_values_name_the_variable(name, value, message):

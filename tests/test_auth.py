@@ -62,6 +62,15 @@ def test_unknown_user_wrong_password_and_inactive_user_get_the_same_401(app, cli
     ]
 
 
+def test_a_login_names_its_user_exactly_on_every_dialect(app, client):
+    """MariaDB's collation finds "alice" for "ALICE" and "alice "; neither is alice's name."""
+    add_user(app)
+    for variant in ("ALICE", "alice ", "Alice"):
+        response = login(client, variant, "correct horse")
+        assert response.status_code == 401 and response.json["code"] == "invalid_credentials", variant
+    assert login(client, "alice", "correct horse").status_code == 200
+
+
 def test_login_needs_both_fields(app, client):
     response = client.post("/api/auth/login", json={"username": "alice"})
     assert response.status_code == 400

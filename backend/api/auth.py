@@ -24,6 +24,8 @@ def login():
         raise ApiError(400, "bad_request", "username and password are required strings", "Bad request")
     # A name no user can have (NUL, longer than the column) is not looked up: PostgreSQL refuses NUL.
     user = find_user(username) if len(username) <= 80 and "\x00" not in username else None
+    if user is not None and user.username != username:
+        user = None  # MariaDB's collation matches "ADMIN" and "admin "; a login names its user exactly
     if not check_password(user, password):
         audit.record("login", "denied", actor=username[:80])
         raise ApiError(401, "invalid_credentials", "Invalid username or password", "Login failed")

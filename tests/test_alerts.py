@@ -153,6 +153,8 @@ def test_a_flap_shorter_than_the_thresholds_sends_nothing(server, database, rece
 
 def test_an_outage_sends_one_unhealthy_and_one_healthy_notification(server, database, receiver, viewer):
     _, proxy = database
+    # The instance has seen the database healthy (run alone, this test could start before its first probe).
+    wait_for(lambda: health(server, viewer, force=True)[0] == 200)
     proxy.set_mode("reset")
     try:
         wait_for(lambda: len(receiver.accepted("ok")) == 1)
@@ -164,7 +166,8 @@ def test_an_outage_sends_one_unhealthy_and_one_healthy_notification(server, data
     # The "hang" receiver holds a delivery open; requests do not wait for it.
     assert receiver.received["hang"]
     timings = [health(server, viewer)[1] for _ in range(10)] + [health(server, viewer, force=True)[1] for _ in range(3)]
-    assert max(timings) < 1.0, timings  # a webhook on the path would cost 5 s
+    # A webhook on the path would cost 5 s; health's own budget is DB_HEALTH_TIMEOUT + 0.5 s.
+    assert max(timings) < 2.5, timings
 
     time.sleep(2)  # a duplicate, from the other worker or a later probe, would arrive by now
     down, up = receiver.accepted("ok")
@@ -181,7 +184,10 @@ def test_an_outage_sends_one_unhealthy_and_one_healthy_notification(server, data
 
     metrics = server.get("/metrics")[1].decode()
     target = re.escape(receiver.url)
-    assert re.search(rf'dbhealth_alert_deliveries_total{{outcome="retried",target="{target}"}} 1\.0', metrics), metrics
+    # The three doors share one label (scheme and host): the flaky door's retry is one, and the
+    # hanging door adds one more each time its 5 s timeout passes, which it may have by now.
+    retried = re.search(rf'dbhealth_alert_deliveries_total{{outcome="retried",target="{target}"}} ([0-9.]+)', metrics)
+    assert retried and float(retried.group(1)) >= 1, metrics
     assert re.search(rf'dbhealth_alert_deliveries_total{{outcome="delivered",target="{target}"}} 4\.0', metrics)
     logs = server.logs()
     assert "alert delivered to " + receiver.url in logs and "retrying in 1s" in logs

@@ -143,7 +143,12 @@ def test_a_flap_shorter_than_the_thresholds_sends_nothing(server, database, rece
     _, proxy = database
     proxy.set_mode("reset")
     try:
-        assert health(server, viewer, force=True)[0] == 503
+        # A forced request can join a background probe that began before the reset (single flight)
+        # and answer 200; the next one probes afresh. Stop at the first failure: one, not three.
+        statuses = []
+        while 503 not in statuses and len(statuses) < 3:
+            statuses.append(health(server, viewer, force=True)[0])
+        assert statuses[-1] == 503, statuses
     finally:
         proxy.set_mode("pass")
     wait_for(lambda: health(server, viewer, force=True)[0] == 200)

@@ -96,11 +96,14 @@ def test_everything_works_behind_pgbouncer(pool_mode, cluster, upstream, make_ap
         status, body = call(server, "/api/auth/login", body={"username": "alice", "password": "correct horse"}, method="POST")
         assert status == 200, body
         token = body["data"]["access_token"]
-        status, body = call(server, "/api/database/health?force=true", token)
-        assert status == 200 and body["data"]["status"] == "healthy", body
-        pooler = body["data"]["components"]["pooler"]
+        def forced_health():
+            status, body = call(server, "/api/database/health?force=true", token)
+            assert status == 200 and body["data"]["status"] == "healthy", body
+            return body["data"]["components"]["pooler"]
+
+        pooler = until_no_client_waits(forced_health)
         assert pooler["status"] == "healthy" and pooler["pool_mode"] == pool_mode, pooler
-        assert pooler["clients_waiting"] == 0 and pooler["longest_wait_s"] == 0
+        assert pooler["longest_wait_s"] == 0
         assert isinstance(pooler["server_connections_in_use"], int)
         for _ in range(2 * workers):  # reach every worker
             assert call(server, "/api/database/status", token)[0] == 200
@@ -137,11 +140,25 @@ def small_bouncer(upstream):
     bouncer.close()
 
 
+def until_no_client_waits(pooler_now, timeout: float = 10.0):
+    """The pooler component once no client waits: a worker's own connection may queue for a moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pooler = pooler_now()
+        if pooler["clients_waiting"] == 0 or time.monotonic() > deadline:
+            assert pooler["clients_waiting"] == 0, pooler
+            return pooler
+        time.sleep(0.2)
+
 def test_a_full_queue_is_named_and_a_frozen_server_is_not(cluster, upstream, small_bouncer, make_app):
     app = prepared_app(make_app, cluster, small_bouncer, "app_queue", DB_HEALTH_CACHE_TTL=0)
     client, viewer = app.test_client(), bearer(app)
-    data = client.get("/api/database/health?force=true", headers=viewer).json["data"]
-    assert data["status"] == "healthy" and data["components"]["pooler"]["clients_waiting"] == 0
+    def forced_health():
+        data = client.get("/api/database/health?force=true", headers=viewer).json["data"]
+        assert data["status"] == "healthy", data
+        return data["components"]["pooler"]
+
+    until_no_client_waits(forced_health)
 
     clients = []
 

@@ -272,7 +272,11 @@ def test_max_lag_s_judges_replicas_for_one_request(cluster, replica, make_app):
         response = watched.client.get(f"/api/database/health?max_lag_s={bad}", headers=watched.headers)
         assert response.status_code == 400 and response.json["code"] == "invalid_parameter"
 
+    # A transaction replayed before the pause gives the replica a replay timestamp to measure lag from.
+    with admin.connect() as connection:
+        ticks = connection.exec_driver_sql("INSERT INTO ops_ticks VALUES (0) RETURNING (SELECT count(*) FROM ops_ticks)").scalar()
     with standby.connect() as connection:
+        wait_for(lambda: connection.exec_driver_sql("SELECT count(*) FROM ops_ticks").scalar() > ticks)
         connection.exec_driver_sql("SELECT pg_wal_replay_pause()")
     try:
         with admin.connect() as connection:

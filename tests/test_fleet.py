@@ -107,6 +107,8 @@ def fleet(request, tmp_path_factory):
                     for host in ("%%", "localhost"):  # %% is pymysql's escape for %
                         connection.exec_driver_sql(f"CREATE USER '{user}'@'{host}'")
                         connection.exec_driver_sql(f"GRANT ALL ON {database}.* TO '{user}'@'{host}'")
+                        # What the README asks for the operator's view (sessions, locks, kill).
+                        connection.exec_driver_sql(f"GRANT PROCESS ON *.* TO '{user}'@'{host}'")
 
             def drop_mariadb():
                 with admin.connect() as connection:
@@ -289,3 +291,23 @@ def test_a_revoked_token_is_refused_by_an_idle_instance(fleet):
     for _ in range(6):  # whichever worker answers
         answer, body, _ = call(fleet.b, "/api/database/status", token)
         assert answer == 401 and body["code"] == "token_revoked", body
+
+
+def test_no_worker_can_end_a_sibling_workers_probe_connection(fleet):
+    """On the MySQL family nothing on the server names a probe connection: the workers list theirs."""
+    admin = bearer(fleet.app, "admin")
+
+    def probe_pids():
+        for _ in range(4):  # every worker probes at least once (its kept connection opens)
+            call(fleet.a, "/api/database/health?force=true", admin)
+        workers = status_of(fleet.a, fleet.app)["workers"]
+        pids = {worker.get("probe_pids", {}).get("primary") for worker in workers}
+        return len(workers) == 2 and None not in pids and len(pids) == 2 and pids
+
+    pids = wait_for(probe_pids)
+    assert pids, "every worker lists its probe connection"
+    for pid in pids:
+        for _ in range(4):  # answered by either worker, its own probe or its sibling's
+            status, body, _ = call(fleet.a, f"/api/database/sessions/{pid}/terminate", admin, "POST")
+            assert status == 403 and body["code"] == "kill_not_allowed", (pid, body)
+    assert call(fleet.a, "/api/database/health?force=true", admin)[0] == 200

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -25,6 +24,7 @@ from ..db.retry import is_transient
 from ..db.side import PROBE_APPLICATION_NAME, run_bounded
 from ..errors import ApiError, json_object_body
 from ..extensions import db
+from ..fleet.workers import live_workers
 from ..health.monitor import component_keys
 from ..ops import kill, unsupported_reason
 from ..ops.locks import lock_report
@@ -172,21 +172,20 @@ def _guard_from_body() -> Any:
     return value
 
 
-def _probe_pid(key: str | None) -> int | None:
-    """The server-side pid of this process's kept-open probe connection, if it is open."""
+def _probe_pids(name: str, key: str | None) -> set[int]:
+    """The server-side ids of this instance's kept-open probe connections to one database.
+
+    This worker's own, and its siblings' as they list them in the instance
+    folder: on the MySQL family nothing else tells a probe connection apart.
+    """
     connection = state().probe_connections.get(key)
-    pooled = getattr(connection, "pooled", None)
-    if pooled is None or connection.pid != os.getpid():
-        return None
-    raw = getattr(pooled, "dbapi_connection", None)
-    try:
-        if hasattr(raw, "get_backend_pid"):  # psycopg2
-            return int(raw.get_backend_pid())
-        if hasattr(raw, "thread_id"):  # PyMySQL
-            return int(raw.thread_id())
-    except Exception:  # a closed driver connection has no pid to protect
-        return None
-    return None
+    own = connection.server_pid() if connection is not None else None
+    siblings = {
+        worker["probe_pids"][name]
+        for worker in live_workers(current_app.instance_path)
+        if isinstance(worker.get("probe_pids"), dict) and isinstance(worker["probe_pids"].get(name), int)
+    }
+    return siblings | ({own} if own is not None else set())
 
 
 def _signal(raw_pid: str, action: str):
@@ -199,7 +198,7 @@ def _signal(raw_pid: str, action: str):
     detail: dict[str, Any] = {"component": name, "pid": pid, "action": action, "mode": mode}
     if guard is not ...:
         detail["backend_start_given"] = guard
-    probe_pid = _probe_pid(key)
+    probe_pids = _probe_pids(name, key)
 
     def work(connection: Connection) -> dict[str, Any]:
         session = kill.find(connection, pid)
@@ -213,7 +212,7 @@ def _signal(raw_pid: str, action: str):
             session,
             mode=mode,
             user=user,
-            protected={own, probe_pid} - {None},
+            protected=({own} | probe_pids) - {None},
             protected_applications=frozenset({PROBE_APPLICATION_NAME}),
             backend_start=guard,
         )

@@ -50,6 +50,21 @@ class ProbeConnection:
     def fetch(self, sql: str) -> tuple[Any, ...] | None:
         return driver_fetch(self.pooled.dbapi_connection, self.dialect, sql)
 
+    def server_pid(self) -> int | None:
+        """The server's id of the kept connection (PostgreSQL backend pid, MySQL connection id), if open here."""
+        pooled = self.pooled
+        if pooled is None or self.pid != os.getpid():
+            return None
+        raw = getattr(pooled, "dbapi_connection", None)
+        try:
+            if hasattr(raw, "get_backend_pid"):  # psycopg2
+                return int(raw.get_backend_pid())
+            if hasattr(raw, "thread_id"):  # PyMySQL
+                return int(raw.thread_id())
+        except Exception:  # a closed driver connection has no id
+            return None
+        return None
+
     def run(self, seconds: float, work: Callable[[ProbeConnection], T]) -> T:
         started = time.monotonic()
         if not self.lock.acquire(timeout=max(seconds, 0.001)):

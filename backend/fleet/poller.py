@@ -85,5 +85,10 @@ def step(app: Flask) -> None:
                 "local_reconnects": current.generation_local,
                 "last_probe": current.last_probe,
                 "started_at": process.started_iso(),
+                "probe_pids": {
+                    key or "primary": server_pid
+                    for key, connection in list(current.probe_connections.items())
+                    if (server_pid := connection.server_pid()) is not None
+                },
             },
         )

@@ -1,5 +1,17 @@
 """Production defaults for `gunicorn wsgi:app`; each can be overridden on the command line.
 
+Workers are gthread with 4 threads: a thread waiting on a database (at most its
+request's deadline) leaves the others, and /livez, free. sync works too; gevent
+and eventlet do not (the deadline watchdog is a real thread that a greenlet
+worker never lets run) and stop start-up with one line.
+
+Connections per worker: DB_POOL_SIZE defaults to the worker's threads with no
+overflow (one request thread uses one pooled connection at a time; a sync
+worker opens only the one it uses), plus one
+kept-open probe connection per database and the small side pools (at most 3
+for the service's own bounded reads and 3 for the query console). With the
+defaults: workers x (4 + 1 + 3 + 3) at the very most, 5 per worker in practice.
+
 The app writes its own access log (one line per request, with route, identity
 and request id) to stdout, so gunicorn's access log is off; gunicorn's error log
 goes to stderr, as JSON when LOG_FORMAT=json.
@@ -8,6 +20,7 @@ import multiprocessing
 import os
 import re
 import secrets
+import shlex
 import shutil
 import socket
 import sys
@@ -18,7 +31,28 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # so the master 
 wsgi_app = "wsgi:app"
 bind = os.environ.get("BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
-worker_class = "sync"
+worker_class = "gthread"
+threads = 4
+SUPPORTED_WORKERS = ("sync", "gthread", "gunicorn.workers.sync.SyncWorker", "gunicorn.workers.gthread.ThreadWorker")
+
+
+def _requested_worker_class() -> str:
+    """The class asked for with -k / --worker-class or GUNICORN_CMD_ARGS, else ours.
+
+    Checked here, as the master reads this file, so that an unsupported class stops
+    start-up with one line before gunicorn tries to import it.
+    """
+    from gunicorn.config import Config
+
+    given = shlex.split(os.environ.get("GUNICORN_CMD_ARGS", "")) + sys.argv[1:]
+    return Config().parser().parse_known_args(given)[0].worker_class or worker_class
+
+
+if _requested_worker_class() not in SUPPORTED_WORKERS:
+    raise SystemExit(
+        f"error: gunicorn worker class {_requested_worker_class()!r} is not supported, use gthread (the default) "
+        "or sync: the database deadline watchdog is a thread that greenlet workers never run"
+    )
 timeout = 30  # a worker stuck longer than this is replaced
 graceful_timeout = 30
 keepalive = 5
@@ -68,6 +102,12 @@ def post_worker_init(worker):
 
         app.extensions["dbhealth"].revoked.start()
         start_background(app)
+
+
+def post_fork(server, worker):
+    """Size the pool to the worker's threads unless DB_POOL_SIZE says otherwise (before the app is built)."""
+    os.environ.setdefault("DB_POOL_SIZE", str(server.cfg.threads))
+    os.environ.setdefault("DB_MAX_OVERFLOW", "0")
 
 
 def child_exit(server, worker):

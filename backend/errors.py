@@ -8,7 +8,7 @@ from flask import Flask, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from .db.retry import is_transient
+from .db.classify import is_transient, misconfiguration
 from .extensions import db
 from .logs import current_request_id
 
@@ -79,8 +79,17 @@ def handle_http_error(error: HTTPException):
     return body, status, headers
 
 
+def misconfigured_body(cause: str, variable: str = "DATABASE_URL") -> dict[str, Any]:
+    """The 503 body for a database that refuses this service's settings: what to fix, not an outage."""
+    return error_body("db_misconfigured", f"{cause}: check {variable}", "Database misconfigured")
+
+
 def handle_database_error(error: SQLAlchemyError):
     db.session.rollback()
+    cause = misconfiguration(error)
+    if cause is not None:
+        log.error("database misconfigured: %s", cause)
+        return misconfigured_body(cause), 503
     if is_transient(error):
         log.warning("database unavailable: %s", error.__class__.__name__, exc_info=error)
         return unavailable_body(error), 503

@@ -1,6 +1,7 @@
 """The /api/database routes for health, info, status, reconnect and the audit log."""
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -11,12 +12,12 @@ from typing import Any
 
 import psycopg2
 from flask import current_app, request
-from sqlalchemy.exc import SQLAlchemyError
 
 from .. import alerts, audit, metrics, process
 from ..auth.tokens import admin_only, is_admin
 from ..db import reconnect as reconnection
 from ..db import tls
+from ..db.budget import gather, start_budget
 from ..db.deadline import DeadlineExceeded
 from ..db.facts import connection_facts, pool_facts
 from ..errors import ApiError, error_body
@@ -123,6 +124,8 @@ def health_response(snapshot: dict[str, Any], cached: bool, admin: bool):
         return current_app.response_class(body, status=status, mimetype=HEALTH_JSON, headers=headers)
     if status == 503:
         data = present(snapshot, cached, admin)
+        if snapshot["components"]["primary"].get("misconfigured"):
+            return error_body("db_misconfigured", data["message"], "Database misconfigured", data=data), 503, headers
         return error_body("db_unavailable", data["message"], "Database unhealthy", data=data), 503, headers
     return current_app.response_class(_success_body(snapshot, cached, admin), mimetype="application/json", headers=headers)
 
@@ -168,10 +171,21 @@ def info():
 
 @bp.get("/status")
 def status():
+    """Everything on one page, within DB_HEALTH_TIMEOUT: the facts are gathered in parallel."""
+    budget = start_budget(current_app.config["DB_HEALTH_TIMEOUT"])
     snapshot, cached = monitor().health()
     data = present(snapshot, cached, is_admin())
     keys = component_keys(current_app)
-    timeout = current_app.config["DB_HEALTH_TIMEOUT"]
+    app = current_app._get_current_object()
+    jobs: dict[str, Any] = {
+        "migrations": monitor().migration_state,
+        "transitions": functools.partial(transitions.recent, app, budget.seconds),
+        "reconnect": functools.partial(reconnection.report, app),
+    }
+    for name, key in keys.items():
+        if data["components"][name]["status"] != "unhealthy":
+            jobs[f"server:{name}"] = functools.partial(dialects.server_facts, key, budget.seconds)
+    gathered = gather(jobs, budget)
     server: dict[str, Any] = {}
     pool: dict[str, Any] = {}
     for name, key in keys.items():
@@ -190,14 +204,19 @@ def status():
             "replication_lag_s": component.get("replication_lag_s"),
             "tls": component.get("tls"),
         }
-        if component["status"] != "unhealthy":
-            try:
-                facts.update(dialects.server_facts(key, timeout))
-            except (SQLAlchemyError, DeadlineExceeded) as error:
-                log.warning("server facts of %s unavailable: %s", name, type(error).__name__)
-                facts["error"] = "server facts unavailable"
+        found = gathered.get(f"server:{name}")
+        if isinstance(found, dict):
+            facts.update(found)
+        elif found is not None:
+            log.warning("server facts of %s unavailable: %s", name, type(found).__name__)
+            facts["error"] = "server facts unavailable"
         server[name] = facts
-    history, history_error = transitions.recent(current_app, timeout)
+    migrations = gathered["migrations"]
+    if not isinstance(migrations, dict):
+        migrations = monitor().migrations.known or {"current": None, "head": monitor().migrations.head, "up_to_date": None}
+    history, history_error = (
+        gathered["transitions"] if isinstance(gathered["transitions"], tuple) else ([], "transitions unavailable")
+    )
     report = {**monitor().report(), "transitions": history, "history_retention_days": current_app.config["DB_HISTORY_RETENTION_DAYS"]}
     if history_error:
         report["transitions_error"] = history_error
@@ -208,10 +227,12 @@ def status():
             "health": data,
             "pool": pool,
             "server": server,
-            "migrations": monitor().migration_state(),
+            "migrations": migrations,
             "risks": judge.risk_report(data["components"], {name: dialects.risks_supported(key) for name, key in keys.items()}),
             "monitor": report,
-            "reconnect": reconnection.report(current_app),
+            "reconnect": gathered["reconnect"] if isinstance(gathered["reconnect"], dict) else {
+                "generation": state().generation, "applied_by": None, "error": "reconnect generations unavailable"
+            },
             "alerts": alerts.report(current_app),
             "workers": live_workers(current_app.instance_path),
             "process": {

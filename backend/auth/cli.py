@@ -12,6 +12,7 @@ from flask.cli import AppGroup
 
 from .. import audit
 from ..cli_errors import database_errors_in_one_line
+from ..db.budget import with_budget
 from ..extensions import db
 from ..models import ROLES, User
 from .tokens import MAX_EXPIRES_IN, issue_token, revoke_jti
@@ -32,6 +33,7 @@ def _cli_actor() -> str:
 @click.option("--role", type=click.Choice(ROLES), required=True, help="viewer reads health; admin also runs /test and /reconnect.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input, for scripts.")
 @database_errors_in_one_line
+@with_budget()
 def create_user_command(name: str, role: str, password_stdin: bool) -> None:
     """Create an operator who can log in with a password."""
     if not USERNAME.match(name):
@@ -53,6 +55,7 @@ def create_user_command(name: str, role: str, password_stdin: bool) -> None:
 @click.argument("identity")
 @click.option("--role", type=click.Choice(ROLES), default="viewer", show_default=True)
 @click.option("--expires-in", type=click.IntRange(1, MAX_EXPIRES_IN), default=None, help="Seconds; default JWT_ACCESS_TOKEN_EXPIRES.")
+@with_budget()
 def issue_token_command(identity: str, role: str, expires_in: int | None) -> None:
     """Print a token for IDENTITY, alone on stdout (for monitoring and scripts); works with the database down."""
     if not 0 < len(identity) <= 80 or "\x00" in identity:
@@ -67,6 +70,7 @@ def issue_token_command(identity: str, role: str, expires_in: int | None) -> Non
 @auth_cli.command("revoke")
 @click.argument("jti")
 @database_errors_in_one_line
+@with_budget()
 def revoke_command(jti: str) -> None:
     """Revoke a token by its jti; every worker refuses it within seconds."""
     new = revoke_jti(jti)
@@ -76,6 +80,7 @@ def revoke_command(jti: str) -> None:
 
 @auth_cli.command("list-users")
 @database_errors_in_one_line
+@with_budget()
 def list_users_command() -> None:
     """List operators with their role and state."""
     for user in db.session.scalars(sa.select(User).order_by(User.username)):

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from sqlalchemy import exc as sa_exc
+
 
 def socket_fileno(dbapi_connection: Any) -> int | None:
     """The socket behind a psycopg2 or PyMySQL connection; None for SQLite or a closed one."""
@@ -33,21 +35,32 @@ def socket_fileno(dbapi_connection: Any) -> int | None:
     return sock.fileno() if sock is not None else None
 
 
+class Watch:
+    """One call under a deadline: a duplicate of its socket's descriptor, so the
+    watchdog can never shut down an unrelated socket that reused the number."""
+
+    __slots__ = ("fileno", "fired")
+
+    def __init__(self, fileno: int):
+        self.fileno: int | None = fileno
+        self.fired = False
+
+
 class Watchdog:
     """One thread that shuts down the sockets of calls past their deadline.
 
     ``watch`` never wakes the thread (a wake-up costs more than the probe it
     guards); the thread looks at least every POLL_S seconds, so a deadline fires
-    at most POLL_S late, and on time once the thread has seen it.
+    at most POLL_S late, and on time once the thread has seen it. A watch that is
+    never released (its connection failed and was dropped) simply fires later,
+    on a socket nobody uses any more.
     """
 
     POLL_S = 0.1
 
     def __init__(self) -> None:
         self._lock = threading.Condition()
-        self._heap: list[tuple[float, int]] = []
-        self._watched: dict[int, int] = {}  # token -> fileno
-        self._expired: set[int] = set()
+        self._heap: list[tuple[float, int, Watch]] = []
         self._tokens = itertools.count()
         self._pid: int | None = None
         # A lock held by another thread at fork time would stay held in the child.
@@ -61,38 +74,35 @@ class Watchdog:
         if self._pid != os.getpid():  # first use, or first use after a fork
             self._pid = os.getpid()
             self._heap.clear()
-            self._watched.clear()
-            self._expired.clear()
             threading.Thread(target=self._run, name="db-deadline-watchdog", daemon=True).start()
 
-    def watch(self, fileno: int, seconds: float) -> int:
+    def watch(self, fileno: int, seconds: float) -> Watch:
+        watch = Watch(os.dup(fileno))
         with self._lock:
             self._ensure_thread()
-            token = next(self._tokens)
-            self._watched[token] = fileno
-            heapq.heappush(self._heap, (time.monotonic() + seconds, token))
-            return token
+            heapq.heappush(self._heap, (time.monotonic() + seconds, next(self._tokens), watch))
+        return watch
 
-    def release(self, token: int) -> bool:
+    def release(self, watch: Watch) -> bool:
         """Stop watching; True if the deadline had already fired."""
         with self._lock:
-            self._watched.pop(token, None)
-            if token in self._expired:
-                self._expired.discard(token)
-                return True
-            return False
+            fileno, watch.fileno = watch.fileno, None
+        if fileno is not None:
+            os.close(fileno)
+        return watch.fired
 
     def _run(self) -> None:
         pid = os.getpid()
         with self._lock:
             while self._pid == pid:
                 now = time.monotonic()
-                while self._heap and (self._heap[0][0] <= now or self._heap[0][1] not in self._watched):
-                    _, token = heapq.heappop(self._heap)
-                    fileno = self._watched.pop(token, None)
-                    if fileno is not None:
-                        self._expired.add(token)
-                        _shutdown(fileno)
+                while self._heap and (self._heap[0][0] <= now or self._heap[0][2].fileno is None):
+                    _, _, watch = heapq.heappop(self._heap)
+                    if watch.fileno is not None:
+                        watch.fired = True
+                        _shutdown(watch.fileno)
+                        os.close(watch.fileno)
+                        watch.fileno = None
                 timeout = min(self._heap[0][0] - now, self.POLL_S) if self._heap else self.POLL_S
                 self._lock.wait(timeout)
 
@@ -113,8 +123,22 @@ def _shutdown(fileno: int) -> None:
 WATCHDOG = Watchdog()
 
 
-class DeadlineExceeded(TimeoutError):
-    """A bounded database call did not finish in time; its connection was cut."""
+class DeadlineExceeded(sa_exc.TimeoutError):
+    """A database call did not finish in time (its connection was cut), or no time was left to start it.
+
+    A SQLAlchemy error, so every ``except SQLAlchemyError`` and the 503 handler see it.
+    """
+
+
+def watch(dbapi_connection: Any, seconds: float) -> Watch | None:
+    """Cut ``dbapi_connection``'s socket after ``seconds`` unless released first; None for SQLite."""
+    fileno = socket_fileno(dbapi_connection)
+    return None if fileno is None else WATCHDOG.watch(fileno, max(seconds, 0.001))
+
+
+def release(watch: Watch | None) -> bool:
+    """Stop a watch; True if it had fired (the connection is cut and must not be reused)."""
+    return watch is not None and WATCHDOG.release(watch)
 
 
 @contextmanager
@@ -123,17 +147,13 @@ def deadline(dbapi_connection: Any, seconds: float) -> Iterator[None]:
 
     Raises DeadlineExceeded (chained to the driver's error) when it fired.
     """
-    fileno = socket_fileno(dbapi_connection)
-    if fileno is None:
-        yield
-        return
-    token = WATCHDOG.watch(fileno, seconds)
+    token = watch(dbapi_connection, seconds)
     try:
         yield
     except Exception as error:
-        if WATCHDOG.release(token):
+        if release(token):
             raise DeadlineExceeded(f"no answer within {seconds:g}s") from error
         raise
     else:
-        if WATCHDOG.release(token):
+        if release(token):
             raise DeadlineExceeded(f"no answer within {seconds:g}s")

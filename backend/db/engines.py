@@ -13,6 +13,7 @@ from sqlalchemy.engine import URL, Engine
 
 from . import tls
 from .hosts import race_hosts
+from .budget import BudgetedQueuePool, guard_engine
 from .urls import database_backend
 
 APPLICATION_NAME = "dbhealth"
@@ -31,6 +32,7 @@ def engine_options(url: URL, settings: dict[str, Any]) -> dict[str, Any]:
         return options
 
     options.update(
+        poolclass=BudgetedQueuePool,  # the wait for a free connection is capped by the request's budget
         pool_size=settings["DB_POOL_SIZE"],
         max_overflow=settings["DB_MAX_OVERFLOW"],
         pool_timeout=settings["DB_POOL_TIMEOUT"],
@@ -77,7 +79,9 @@ def sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
 
 
 def prepare_engine(engine: Engine) -> None:
-    """Attach dialect-specific connection set-up to an engine (Flask-SQLAlchemy's or a side one)."""
+    """Attach connection set-up to an engine (Flask-SQLAlchemy's or a side one): SQLite pragmas,
+    racing a multi-host URL's hosts, and the budget's guards."""
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", sqlite_pragmas)
     race_hosts(engine)
+    guard_engine(engine)

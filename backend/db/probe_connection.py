@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from ..state import state
+from .budget import connect_within
 from .deadline import DeadlineExceeded, deadline
 from .side import driver_fetch, engines_lock, retry_stale_once, side_engine
 
@@ -116,7 +117,8 @@ class ProbeConnection:
         if self.dialect.name == "sqlite":  # no network; and a memory database lives in its thread's connection
             connection = self.engine.connect()
         else:
-            connection = _connect_within(self.engine, seconds)
+            # connect and SQLAlchemy's first-connect queries together, on a helper thread
+            connection = connect_within(seconds, self.engine.connect, Connection.close)
         self.connection, self.pooled, self.pid = connection, connection.connection, os.getpid()
 
     def _close(self, broken: bool = False) -> None:
@@ -134,32 +136,6 @@ class ProbeConnection:
             _INHERITED.append(self.connection)
         self.connection = self.pooled = None
         self.info = {}
-
-
-def _connect_within(engine: Engine, seconds: float) -> Connection:
-    """``engine.connect()`` on a helper thread, waited for at most ``seconds``; a late connection is closed."""
-    guard, outcome = threading.Lock(), {}
-
-    def connect() -> None:
-        try:
-            connection = engine.connect()
-        except Exception as error:  # handed to the caller
-            outcome["error"] = error
-            return
-        with guard:
-            late = outcome.setdefault("connection", connection) is not connection
-        if late:
-            connection.close()
-
-    helper = threading.Thread(target=connect, name="db-connect", daemon=True)
-    helper.start()
-    helper.join(seconds)
-    with guard:
-        if "error" in outcome:
-            raise outcome["error"]
-        if outcome.setdefault("connection", None) is None:
-            raise DeadlineExceeded(f"could not connect within {seconds:g}s")
-    return outcome["connection"]
 
 
 def probe_connection(key: str | None) -> ProbeConnection:

@@ -8,7 +8,8 @@ SQLite has no socket to freeze and its in-memory databases live in one
 connection, so SQLite goes through the application's own engine.
 
 Every call registers its socket with the deadline watchdog (deadline.py), so a
-server that stops answering is cut off on time.
+server that stops answering is cut off on time, and runs within the budget in
+force (budget.py): connecting, the pool's wait and the work itself.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from ..extensions import db
 from ..state import state
 from . import tls
+from .budget import BudgetedQueuePool, bounded, guard_engine
 from .deadline import DeadlineExceeded, deadline
 from .engines import connect_args
 from .hosts import race_hosts
@@ -73,10 +75,13 @@ def _make_side_engine(app: Flask, key: str | None, purpose: str) -> Engine:
     if purpose == "kept":  # every connection new: ProbeConnection keeps its own
         if "application_name" in arguments:  # so every worker's probe is known, and never signalled (ops/kill.py)
             arguments["application_name"] = PROBE_APPLICATION_NAME
-        return sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT", connect_args=arguments)
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT", connect_args=arguments)
+        guard_engine(engine, per_use=False)
+        return engine
     options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if purpose == "reads" else {}
-    return sa.create_engine(
+    engine = sa.create_engine(
         url,
+        poolclass=BudgetedQueuePool,
         pool_size=1,
         max_overflow=2,
         pool_timeout=timeout,
@@ -86,6 +91,8 @@ def _make_side_engine(app: Flask, key: str | None, purpose: str) -> Engine:
         connect_args=arguments,
         **options,
     )
+    guard_engine(engine)
+    return engine
 
 
 def retry_stale_once(seconds: float, attempt: Callable[[float], T]) -> T:
@@ -108,16 +115,13 @@ def retry_stale_once(seconds: float, attempt: Callable[[float], T]) -> T:
 def run_bounded(
     key: str | None, seconds: float, work: Callable[[Connection], T], purpose: str = "reads"
 ) -> T:
-    """Run ``work`` on a side connection and give up after ``seconds``.
+    """Run ``work`` on a side connection; give up after ``seconds`` or when the budget in force is spent.
 
     The service's own reads and small writes (``purpose="reads"``) run on the
     kept-open probe connection, one at a time, so a worker holds one connection
-    per database for all of them (probe_connection.py).
+    per database for all of them (probe_connection.py). Raises DeadlineExceeded
+    when time ran out, whichever step it caught.
     """
-    if purpose == "reads":
-        from .probe_connection import probe_connection  # it builds on this module
-
-        return probe_connection(key).run_sql(seconds, work)
 
     def attempt(remaining: float) -> T:
         with side_engine(key, purpose).connect() as connection:
@@ -129,7 +133,18 @@ def run_bounded(
                     connection.invalidate()
                 raise
 
-    return retry_stale_once(seconds, attempt)
+    with bounded(seconds) as budget:
+        budget.check()
+        try:
+            if purpose == "reads":
+                from .probe_connection import probe_connection  # it builds on this module
+
+                return probe_connection(key).run_sql(budget.left(), work)
+            return retry_stale_once(budget.left(), attempt)
+        except DBAPIError as error:
+            if budget.left() <= 0:  # cut by the budget's own watch while connecting or checking out
+                raise DeadlineExceeded(f"no answer within {budget.seconds:.2f}s") from error
+            raise
 
 
 def driver_fetch(dbapi_connection: Any, dialect: Dialect, sql: str) -> tuple[Any, ...] | None:

@@ -11,6 +11,7 @@ from flask.cli import AppGroup
 from .monitor import monitor
 
 EXIT_CODES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+EXIT_MISCONFIGURED = 3
 
 dbhealth_cli = AppGroup("dbhealth", help="Check the databases from the command line.")
 
@@ -27,6 +28,8 @@ def check_command(as_json: bool, force: bool) -> None:
     else:
         parts = [f"{name} {c['status']} ({c['response_time_ms']} ms)" for name, c in snapshot["components"].items()]
         click.echo(f"{snapshot['status']}: {snapshot['message']} [{', '.join(parts)}]")
+    if any(component.get("misconfigured") for component in snapshot["components"].values()):
+        sys.exit(EXIT_MISCONFIGURED)  # a setting to fix, wherever it is: not an outage
     sys.exit(EXIT_CODES[snapshot["status"]])
 
 

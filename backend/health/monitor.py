@@ -25,6 +25,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .. import metrics
 from ..db import reconnect, tls
+from ..db.budget import Budget, using
+from ..db.classify import misconfiguration
 from ..db.deadline import DeadlineExceeded
 from ..db.facts import pool_facts
 from ..db.urls import scrub_secrets
@@ -136,21 +138,31 @@ class HealthMonitor:
         return self.migrations.get(force)
 
     def _check_all(self) -> dict[str, Any]:
-        """Probe the primary here and every bind (and the pooler) in parallel, then judge the whole."""
+        """Probe the primary here and every bind (and the pooler) in parallel, then judge the whole.
+
+        One budget of DB_HEALTH_TIMEOUT covers it all: connecting, the probes and
+        the migration check, whatever the number of databases.
+        """
         reconnect.apply_pending_reconnect(self.app)
         probed_at = time.time()
         keys = component_keys(self.app)
         timeout = self.app.config["DB_HEALTH_TIMEOUT"]
+        budget = Budget(time.perf_counter(), timeout)
         binds = [name for name in keys if name != "primary"]
         others = binds + (["pooler"] if self.pooler else [])
         results: dict[str, dict[str, Any]] = {}
         executor = ThreadPoolExecutor(len(others), thread_name_prefix="probe") if others else None
         try:
-            futures = {name: executor.submit(self._probe_in_context, name, keys.get(name)) for name in others} if executor else {}
-            results["primary"] = self._probe_component("primary", None)
+            futures = (
+                {name: executor.submit(self._probe_in_context, name, keys.get(name), budget) for name in others}
+                if executor
+                else {}
+            )
+            with using(budget):
+                results["primary"] = self._probe_component("primary", None, budget)
             for name, future in futures.items():
                 try:
-                    results[name] = future.result(timeout=timeout + 1)
+                    results[name] = future.result(timeout=max(budget.left(), 0) + 0.2)
                 except FutureTimeout:
                     message = "No answer within the health timeout"
                     results[name] = _result(keys.get(name), name, "unhealthy", message, timeout, iso_now(), {})
@@ -186,15 +198,14 @@ class HealthMonitor:
         for component in results.values():
             component.pop("timed_out", None)
 
-    def _probe_in_context(self, name: str, key: str | None) -> dict[str, Any]:
-        with self.app.app_context():
+    def _probe_in_context(self, name: str, key: str | None, budget: Budget) -> dict[str, Any]:
+        with self.app.app_context(), using(budget):
             if name == "pooler":
                 databases = {engine.url.database for engine in db.engines.values()}
-                return pooler.component(self.pooler, self.app.config["DB_HEALTH_TIMEOUT"], databases, iso_now())
-            return self._probe_component(name, key)
+                return pooler.component(self.pooler, max(budget.left(), 0.001), databases, iso_now())
+            return self._probe_component(name, key, budget)
 
-    def _probe_component(self, name: str, key: str | None) -> dict[str, Any]:
-        timeout = self.app.config["DB_HEALTH_TIMEOUT"]
+    def _probe_component(self, name: str, key: str | None, budget: Budget) -> dict[str, Any]:
         started, timestamp = time.perf_counter(), iso_now()
         with self.lock:
             last_full = self.full_facts.get(name)
@@ -206,21 +217,28 @@ class HealthMonitor:
         )
         url = db.engines[key].url
         try:
-            facts = dialects.probe(key, timeout, full)
+            budget.check()
+            facts = dialects.probe(key, budget.left(), full)
             if not full and not servers.same_answer(last_full[1].get("server"), facts.get("server")):
                 full = True  # another server, or another role: learn all about it now
-                facts = dialects.probe(key, max(timeout - (time.perf_counter() - started), 0.001), True)
-        except DeadlineExceeded:
-            message = f"No answer from the database within {timeout:g}s"
-            elapsed = time.perf_counter() - started
-            return {**_result(key, name, "unhealthy", message, elapsed, timestamp, self._unanswered(name, url)), "timed_out": True}
+                facts = dialects.probe(key, max(budget.left(), 0.001), True)
         except SQLAlchemyError as error:
+            elapsed = time.perf_counter() - started
+            if isinstance(error, DeadlineExceeded) or budget.left() <= 0:
+                message = f"No answer from the database within {budget.seconds:g}s"
+                unanswered = _result(key, name, "unhealthy", message, elapsed, timestamp, self._unanswered(name, url))
+                return {**unanswered, "timed_out": True}
             cause = getattr(error, "orig", None) or error
             detail = scrub_secrets(str(cause).strip())
             log.warning("probe of %s failed: %s", name, detail)
+            facts = self._unanswered(name, url)
+            wrong = misconfiguration(error)
+            if wrong is not None:
+                variable = "DATABASE_URL" if key is None else f"DB_BIND_{key.upper()}"
+                message = f"Database misconfigured: {wrong}; check {variable}"
+                return _result(key, name, "unhealthy", message, elapsed, timestamp, facts, error=detail, misconfigured=True)
             message = f"Database unreachable ({type(cause).__name__})"
-            elapsed = time.perf_counter() - started
-            return _result(key, name, "unhealthy", message, elapsed, timestamp, self._unanswered(name, url), error=detail)
+            return _result(key, name, "unhealthy", message, elapsed, timestamp, facts, error=detail)
         except Exception:
             log.exception("probe of %s failed unexpectedly", name)
             message = "Health probe failed unexpectedly"
@@ -234,7 +252,7 @@ class HealthMonitor:
         with self.lock:
             self.servers[name] = facts["server"]
         if risks_due:
-            self._check_risks(name, key, timeout - (time.perf_counter() - started))
+            self._check_risks(name, key, budget.left())
         with self.lock:
             risks = self.risks.get(name)
         if risks and risks["checked_at"]:  # in the result, so workers that adopt it see them too
@@ -347,8 +365,12 @@ def _result(
     warnings: list[str] | None = None,
     pool: dict[str, Any] | None = None,
     error: str | None = None,
+    misconfigured: bool = False,
 ) -> dict[str, Any]:
-    """One component's result, the same shape up or down; ``error`` is the driver's text, for admins only."""
+    """One component's result, the same shape up or down; ``error`` is the driver's text, for admins only.
+
+    ``misconfigured``: the database refused our settings (not an outage: exit 3, never retried).
+    """
     engine = db.engines[key] if name != "pooler" else None  # the pooler when it did not answer in time
     pool = pool if pool is not None else pool_facts(engine) if engine is not None else {}
     result = {
@@ -366,6 +388,7 @@ def _result(
     }
     if status == "unhealthy":
         result["error"] = error
+        result["misconfigured"] = misconfigured
     return result
 
 

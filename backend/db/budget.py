@@ -20,6 +20,7 @@ may take as long as they take).
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import threading
 import time
@@ -160,6 +161,8 @@ class BudgetedQueuePool(sa.pool.QueuePool):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._pool = _BudgetedQueue(self._pool.maxsize, use_lifo=self._pool.use_lifo)
+        if not self.echo:  # log as QueuePool does: under "sqlalchemy", quiet unless asked for
+            self.logger = logging.getLogger("sqlalchemy.pool.impl.QueuePool")
 
 
 def connect_within(seconds: float, connect: Callable[[], T], close: Callable[[T], None]) -> T:

@@ -70,7 +70,10 @@ def misconfiguration(error: BaseException) -> str | None:
             return POSTGRES_MISCONFIGURED.get(code)
         if type(error).__name__ != "OperationalError":
             return None
-        said = re.split(r"(?:fatal|error):", str(error).lower(), maxsplit=1)
+        text = str(error).lower()
+        if "fe_sendauth: no password supplied" in text:  # libpq's own: the server asked for one
+            return "the server wants a password and none is set"
+        said = re.split(r"(?:fatal|error):", text, maxsplit=1)
         if len(said) < 2:
             return None  # refused, timed out, lost: no word from a server
         return next((cause for words, cause in POSTGRES_MISCONFIGURED_WORDS if words.search(said[1])), None)

@@ -144,7 +144,7 @@ def test_reconnect_reaches_every_worker(cluster, server_env, tokens, servers):
         assert timed(server, "/api/database/test", admin, "POST")[0] == 200
         assert timed(server, "/api/database/audit?limit=1", admin)[0] == 200
 
-    def backends():
+    def backends():  # gthread may serve every request above from one worker; each worker's poller keeps a probe connection
         engine = sa.create_engine(cluster.url().replace("postgresql://", "postgresql+psycopg2://"))
         with engine.connect() as connection:
             pids = connection.exec_driver_sql(

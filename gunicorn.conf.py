@@ -5,12 +5,11 @@ request's deadline) leaves the others, and /livez, free. sync works too; gevent
 and eventlet do not (the deadline watchdog is a real thread that a greenlet
 worker never lets run) and stop start-up with one line.
 
-Connections per worker: DB_POOL_SIZE defaults to the worker's threads with no
-overflow (one request thread uses one pooled connection at a time; a sync
-worker opens only the one it uses), plus one
-kept-open probe connection per database and the small side pools (at most 3
-for the service's own bounded reads and 3 for the query console). With the
-defaults: workers x (4 + 1 + 3 + 3) at the very most, 5 per worker in practice.
+Connections per worker and database: DB_POOL_SIZE defaults to the worker's
+threads with no overflow (one request thread uses one pooled connection at a
+time, and a sync worker opens only the one it uses), plus the kept-open
+connection (probes and the service's own reads) and the console's: at most
+threads + 2, so 6 with the defaults (README, "Behind pgbouncer").
 
 The app writes its own access log (one line per request, with route, identity
 and request id) to stdout, so gunicorn's access log is off; gunicorn's error log

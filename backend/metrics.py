@@ -121,11 +121,22 @@ def record_risks(component: str, risks: list[dict[str, Any]]) -> None:
         _set(RISK_OVER, component, 1 if risk["over"] else 0, risk["risk"])
 
 
+# Labelled children by (method, route, status): ``labels()`` costs as much as the
+# multiprocess write itself, on every request.
+_request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def record_request(method: str, route: str, status: int, seconds: float) -> None:
     """Count one request; ``route`` is a route template or UNMATCHED, an unknown method counts as ``other``."""
     method = method if method in METHODS else OTHER_METHOD
-    HTTP_REQUESTS.labels(method, route, str(status)).inc()
-    HTTP_DURATION.labels(method, route).observe(seconds)
+    children = _request_children.get((method, route, status))
+    if children is None:
+        children = _request_children[(method, route, status)] = (
+            HTTP_REQUESTS.labels(method, route, str(status)),
+            HTTP_DURATION.labels(method, route),
+        )
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def exposition() -> bytes:

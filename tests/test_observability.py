@@ -33,6 +33,7 @@ def served(make_app, tmp_path):
     env = {
         "APP_ENV": "production", "DATABASE_URL": url, "JWT_SECRET_KEY": SECRET,
         "INSTANCE_PATH": str(tmp_path / "instance"), "DB_HEALTH_CACHE_TTL": "0",
+        "DB_POOL_SIZE": "10",  # not gunicorn.conf.py's default (the threads): the sums below count tens
     }
     app = make_app(**env)
     servers = []

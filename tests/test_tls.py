@@ -154,9 +154,22 @@ def plain_server(kind, request):
     return request.getfixturevalue(f"plain_{kind}")
 
 
+def check(app) -> tuple[int, str]:
+    result = app.test_cli_runner().invoke(args=["dbhealth", "check"])
+    return result.exit_code, result.output
+
+
 def check_json(app) -> tuple[int, dict]:
     result = app.test_cli_runner().invoke(args=["dbhealth", "check", "--json"])
     return result.exit_code, json.loads(result.output)
+
+
+def retries(app) -> float:
+    """dbhealth_db_retries_total{outcome="retried"} as /metrics shows it."""
+    for line in app.test_client().get("/metrics").get_data(as_text=True).splitlines():
+        if line.startswith('dbhealth_db_retries_total{outcome="retried"}'):
+            return float(line.split()[-1])
+    return 0.0
 
 
 # The statement that shows, from the console's own connection, what the server sees.
@@ -200,6 +213,41 @@ def test_verify_full_encrypts_every_connection(make_app, tls_server, certs, kind
     assert console.status_code == 200, console.json
     row = console.json["data"]["rows"][0]
     assert row[0] in (True, "Ssl_version") and row[1].startswith("TLSv1"), row
+
+
+def test_a_wrong_certificate_authority_is_misconfigured(make_app, tls_server, certs):
+    app = make_app(migrate=False, DATABASE_URL=tls_server.url(), DB_SSLMODE="verify-full", DB_SSLROOTCERT=certs.other_ca)
+    code, output = check(app)
+    assert code == 3, output
+    assert "certificate verify failed" in output
+    response = app.test_client().get("/api/database/health", headers=bearer(app))
+    assert response.status_code == 503 and response.json["code"] == "db_misconfigured", response.json
+    assert "certificate verify failed" in response.json["data"]["components"]["primary"]["message"]
+    # The service's own database work says so too, and is not retried.
+    retried = retries(app)
+    login = app.test_client().post("/api/auth/login", json={"username": "nobody", "password": "whatever"})
+    assert login.status_code == 503 and login.json["code"] == "db_misconfigured", login.json
+    assert "retry_count" not in login.json and retries(app) == retried
+
+
+def test_a_certificate_for_another_host_name_is_misconfigured(make_app, tls_server, certs):
+    """The certificate names localhost only; 127.0.0.1 is the same server under another name."""
+    app = make_app(migrate=False, DATABASE_URL=tls_server.url(host="127.0.0.1"), DB_SSLMODE="verify-full",
+                   DB_SSLROOTCERT=certs.ca)
+    code, output = check(app)
+    assert code == 3, output
+    assert "host name mismatch" in output and "127.0.0.1" in output
+    # verify-ca checks the chain, not the name: the same connection passes.
+    app = make_app(DATABASE_URL=tls_server.url(host="127.0.0.1"), DB_SSLMODE="verify-ca", DB_SSLROOTCERT=certs.ca)
+    code, health = check_json(app)
+    assert code == 0 and health["components"]["primary"]["tls"]["in_use"] is True, health
+
+
+def test_require_against_a_server_without_tls_is_misconfigured(make_app, plain_server):
+    app = make_app(migrate=False, DATABASE_URL=plain_server.url(), DB_SSLMODE="require")
+    code, output = check(app)
+    assert code == 3, output
+    assert "server does not support SSL" in output
 
 
 def test_prefer_falls_back_to_plain_and_disable_never_encrypts(make_app, plain_server, tls_server):

@@ -227,7 +227,7 @@ def _ssl_cause(error: BaseException) -> str | None:
         detail = str(seen.verify_message or seen.reason or "").rstrip(".")
         if "mismatch" in detail.lower():
             return f"TLS host name mismatch: {detail}"
-        return f"TLS certificate verify failed: {detail}" if detail else "TLS certificate verify failed"
+        return f"TLS certificate verify failed: {detail or 'untrusted'} (is DB_SSLROOTCERT the CA that signed it?)"
     if isinstance(seen, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)):
         return None  # the peer went away mid-handshake: an outage, not a setting
     if isinstance(seen, ssl.SSLError):

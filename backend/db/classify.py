@@ -12,6 +12,8 @@ import re
 
 from sqlalchemy import exc as sa_exc
 
+from . import tls
+
 # PostgreSQL SQLSTATEs: serialization failure, deadlock, lock not available,
 # admin shutdown, crash shutdown, cannot connect now. Class 08 is checked by prefix.
 POSTGRES_TRANSIENT = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03"}
@@ -63,6 +65,9 @@ def _driver_error(error: BaseException) -> BaseException:
 def misconfiguration(error: BaseException) -> str | None:
     """The cause in words when ``error`` means a setting is wrong; None for anything else."""
     error = _driver_error(error)
+    cause = tls.handshake_failure(error)  # certificate verify failed, host name mismatch, no SSL...
+    if cause is not None:
+        return cause
     module = type(error).__module__
     if module.startswith("psycopg2"):
         code = getattr(error, "pgcode", None)

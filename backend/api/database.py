@@ -268,7 +268,7 @@ def reconnect():
 
 def reconnect_pooler(app) -> list[str] | str | None:
     """With DB_PGBOUNCER_ADMIN_URL, ask pgbouncer to replace its server connections too (RECONNECT)."""
-    console = monitor().pooler
+    console = monitor().components.pooler
     if console is None:
         return None
     databases = {engine.url.database for engine in db.engines.values()}

@@ -46,7 +46,7 @@ def start(app: Flask) -> None:
 def _loop(app: Flask) -> None:
     current = state(app)
     failing = False
-    while not current.monitor.stopped.is_set():
+    while not current.monitor.background.stopped.is_set():
         try:
             with app.app_context():
                 step(app)

@@ -16,7 +16,8 @@ from sqlalchemy.exc import DBAPIError
 from ..db.probe_connection import ProbeConnection, probe_connection
 from ..db.side import run_bounded
 from ..extensions import db
-from ..ops import risks as capacity, unsupported_reason
+from ..ops import risks as capacity
+from ..ops import unsupported_reason
 from . import servers
 
 # One round trip: client connections in use (cheaper than counting pg_stat_activity),

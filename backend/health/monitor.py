@@ -12,44 +12,25 @@ answers mean is judge.py's job.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import datetime, timezone
 from typing import Any
 
 from flask import Flask
-from sqlalchemy.exc import SQLAlchemyError
 
 from .. import metrics
-from ..db import reconnect, tls
+from ..db import reconnect
 from ..db.budget import Budget, using
-from ..db.classify import misconfiguration
-from ..db.deadline import DeadlineExceeded
-from ..db.facts import pool_facts
-from ..db.urls import scrub_secrets
-from ..extensions import db
 from ..state import state
-from . import dialects, judge, pooler, servers, shared
+from . import judge, shared
+from .component import ComponentProber, iso_now, result
 from .history import ProbeHistory
 from .migrations import MigrationState
+from .schedule import Background
 
 log = logging.getLogger(__name__)
-
-# Connections in use and server details are counted at most this often (and on
-# every probe of a replica, for its lag); the probes in between are one cheap
-# query, and report the last full facts with their own on top.
-FULL_FACTS_EVERY_S = 10.0
-# Capacity risks (ops/risks.py) read catalogs and every session: at most this
-# often, with a full probe, on a side connection, within the probe's deadline.
-# Tests lower it through the Flask key DB_RISKS_EVERY_S.
-RISKS_EVERY_S = 60.0
-
-
-def iso_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def component_keys(app: Flask) -> dict[str, str | None]:
@@ -60,26 +41,15 @@ def component_keys(app: Flask) -> dict[str, str | None]:
 class HealthMonitor:
     def __init__(self, app: Flask):
         self.app = app
-        self.lock = threading.Lock()  # guards snapshot, snapshot_at, inflight, full_facts, thread_pid
+        self.lock = threading.Lock()  # guards snapshot, snapshot_at, inflight
         self.snapshot: dict[str, Any] | None = None
         self.snapshot_at = 0.0
         self.inflight: Future | None = None
-        self.full_facts: dict[str, tuple[float, dict[str, Any]]] = {}
-        self.risks: dict[str, dict[str, Any]] = {}  # component -> {"at", "checked_at", "items"}, as last measured here
-        self.thread_pid: int | None = None
-        self.thread: threading.Thread | None = None
-        self.stopped = threading.Event()
         self.shares = True  # a serving worker shares its results with its instance; a CLI command does not
         self.history = ProbeHistory()
         self.migrations = MigrationState(app)
-        self.servers: dict[str, dict[str, Any]] = {}  # component -> the server that last answered
-        self.seen_in_recovery: set[str] = set()
-        admin_url = app.config.get("DB_PGBOUNCER_ADMIN_URL")
-        self.pooler = (
-            pooler.PoolerConsole(admin_url, app.config["DB_HEALTH_TIMEOUT"], tls.libpq_parameters(admin_url, app.config))
-            if admin_url
-            else None
-        )
+        self.components = ComponentProber(app, self.migrations)
+        self.background = Background(self)
 
     def health(self, force: bool = False) -> tuple[dict[str, Any], bool]:
         """The latest health and whether it was reused from the cache."""
@@ -149,27 +119,27 @@ class HealthMonitor:
         timeout = self.app.config["DB_HEALTH_TIMEOUT"]
         budget = Budget(time.perf_counter(), timeout)
         binds = [name for name in keys if name != "primary"]
-        others = binds + (["pooler"] if self.pooler else [])
+        others = binds + (["pooler"] if self.components.pooler else [])
         results: dict[str, dict[str, Any]] = {}
         executor = ThreadPoolExecutor(len(others), thread_name_prefix="probe") if others else None
         try:
             futures = (
-                {name: executor.submit(self._probe_in_context, name, keys.get(name), budget) for name in others}
+                {name: executor.submit(self.components.probe_in_context, name, keys.get(name), budget) for name in others}
                 if executor
                 else {}
             )
             with using(budget):
-                results["primary"] = self._probe_component("primary", None, budget)
+                results["primary"] = self.components.probe("primary", None, budget)
             for name, future in futures.items():
                 try:
                     results[name] = future.result(timeout=max(budget.left(), 0) + 0.2)
                 except FutureTimeout:
                     message = "No answer within the health timeout"
-                    results[name] = _result(keys.get(name), name, "unhealthy", message, timeout, iso_now(), {})
+                    results[name] = result(keys.get(name), name, "unhealthy", message, timeout, iso_now(), {})
         finally:
             if executor:
                 executor.shutdown(wait=False)
-        self._judge_together(results)
+        self.components.judge_together(results)
         status, message = judge.overall(results)
         snapshot = {**results["primary"], "status": status, "message": message, "components": results}
         for name, component in results.items():
@@ -177,124 +147,10 @@ class HealthMonitor:
         self._remember(snapshot, probed_at)
         return snapshot
 
-    def _judge_together(self, results: dict[str, dict[str, Any]]) -> None:
-        """What needs several components at once: replica binds against the primary, a timeout against the pooler."""
-        primary = results["primary"]
-        for name, component in results.items():
-            if name in ("primary", "pooler") or component["status"] == "unhealthy":
-                continue
-            if component.get("replica"):
-                self.seen_in_recovery.add(name)
-            attrs = db.engines[name].url.query.get("target_session_attrs")
-            if judge.meant_as_replica(name, attrs, name in self.seen_in_recovery):
-                extra = judge.replica_warnings(name, component, primary if primary["status"] != "unhealthy" else None)
-                if extra:
-                    component["warnings"] = [*component["warnings"], *extra]
-                    component["status"], component["message"] = judge.component_verdict(component["database_type"], component["warnings"])
-        if primary.pop("timed_out", False) and "pooler" in results:
-            queued = judge.explain_timeout(results["pooler"])
-            if queued:
-                primary["message"] = f"{queued} (no answer within {self.app.config['DB_HEALTH_TIMEOUT']:g}s)"
-        for component in results.values():
-            component.pop("timed_out", None)
-
-    def _probe_in_context(self, name: str, key: str | None, budget: Budget) -> dict[str, Any]:
-        with self.app.app_context(), using(budget):
-            if name == "pooler":
-                databases = {engine.url.database for engine in db.engines.values()}
-                return pooler.component(self.pooler, max(budget.left(), 0.001), databases, iso_now())
-            return self._probe_component(name, key, budget)
-
-    def _probe_component(self, name: str, key: str | None, budget: Budget) -> dict[str, Any]:
-        started, timestamp = time.perf_counter(), iso_now()
-        with self.lock:
-            last_full = self.full_facts.get(name)
-            risks_at = self.risks.get(name, {}).get("at")
-        risks_due = risks_at is None or time.monotonic() - risks_at >= self.app.config.get("DB_RISKS_EVERY_S", RISKS_EVERY_S)
-        full = (
-            risks_due or last_full is None or time.monotonic() - last_full[0] >= FULL_FACTS_EVERY_S
-            or last_full[1].get("replica")
-        )
-        url = db.engines[key].url
-        try:
-            budget.check()
-            facts = dialects.probe(key, budget.left(), full)
-            if not full and not servers.same_answer(last_full[1].get("server"), facts.get("server")):
-                full = True  # another server, or another role: learn all about it now
-                facts = dialects.probe(key, max(budget.left(), 0.001), True)
-        except SQLAlchemyError as error:
-            elapsed = time.perf_counter() - started
-            if isinstance(error, DeadlineExceeded) or budget.left() <= 0:
-                message = f"No answer from the database within {budget.seconds:g}s"
-                unanswered = _result(key, name, "unhealthy", message, elapsed, timestamp, self._unanswered(name, url))
-                return {**unanswered, "timed_out": True}
-            cause = getattr(error, "orig", None) or error
-            detail = scrub_secrets(str(cause).strip())
-            log.warning("probe of %s failed: %s", name, detail)
-            facts = self._unanswered(name, url)
-            wrong = misconfiguration(error)
-            if wrong is not None:
-                variable = "DATABASE_URL" if key is None else f"DB_BIND_{key.upper()}"
-                message = f"Database misconfigured: {wrong}; check {variable}"
-                return _result(key, name, "unhealthy", message, elapsed, timestamp, facts, error=detail, misconfigured=True)
-            message = f"Database unreachable ({type(cause).__name__})"
-            return _result(key, name, "unhealthy", message, elapsed, timestamp, facts, error=detail)
-        except Exception:
-            log.exception("probe of %s failed unexpectedly", name)
-            message = "Health probe failed unexpectedly"
-            return _result(key, name, "unhealthy", message, time.perf_counter() - started, timestamp, {})
-        elapsed = time.perf_counter() - started
-        if full:
-            with self.lock:
-                self.full_facts[name] = (time.monotonic(), dict(facts))
-        else:
-            facts = {**last_full[1], **facts, "server": {**last_full[1]["server"], **facts["server"]}}
-        with self.lock:
-            self.servers[name] = facts["server"]
-        if risks_due:
-            self._check_risks(name, key, budget.left())
-        with self.lock:
-            risks = self.risks.get(name)
-        if risks and risks["checked_at"]:  # in the result, so workers that adopt it see them too
-            facts["risks"] = {"checked_at": risks["checked_at"], "items": risks["items"]}
-        pool = pool_facts(db.engines[key])
-        migrations = self.migration_state() if key is None else None
-        local = tls.is_local(db.engines[key].url)
-        warnings = judge.component_warnings(
-            facts, pool, self.app.config, migrations, risks and risks["items"], local=local
-        )
-        status, message = judge.component_verdict(facts["database_type"], warnings)
-        return _result(key, name, status, message, elapsed, timestamp, facts, warnings=warnings, pool=pool)
-
-    def _check_risks(self, name: str, key: str | None, seconds: float) -> None:
-        """Measure capacity risks in what is left of the probe's budget; keep the last ones if that fails."""
-        if seconds < 0.05:
-            return  # no time left in this probe: the next one tries
-        checked_at = iso_now()
-        try:
-            items = dialects.risks(key, seconds, self.app.config)
-        except (DeadlineExceeded, SQLAlchemyError) as error:
-            log.warning("capacity risks of %s not measured: %s", name, type(error).__name__)
-            with self.lock:
-                self.risks.setdefault(name, {"checked_at": None, "items": []})["at"] = time.monotonic()
-            return
-        with self.lock:
-            self.risks[name] = {
-                "at": time.monotonic(), "checked_at": checked_at if items is not None else None, "items": items or [],
-            }
-        if items:
-            metrics.record_risks(name, items)
-
     def with_lag_limit(self, snapshot: dict[str, Any], max_lag_s: float) -> dict[str, Any]:
         """The snapshot judged again with replica lag limited to ``max_lag_s`` (GET /health?max_lag_s=N)."""
         limits = {**self.app.config, "DB_REPLICA_MAX_LAG_S": max_lag_s}
         return judge.again(snapshot, limits, self.migration_state())
-
-    def _unanswered(self, name: str, url: Any) -> dict[str, Any]:
-        """Facts of a component that did not answer: its hosts, and the server that answered last."""
-        with self.lock:
-            last = self.servers.get(name)
-        return {"server": servers.unanswered(url, last)}
 
     def _remember(self, snapshot: dict[str, Any], probed_at: float) -> None:
         with self.lock:
@@ -317,79 +173,18 @@ class HealthMonitor:
         """The monitor section of /status."""
         return {
             "background_interval_s": self.app.config["DB_HEALTH_CHECK_INTERVAL"],
-            "background_running": self.thread_pid == os.getpid(),
+            "background_running": self.background.running(),
             **self.history.report(),
         }
 
     def start_background(self) -> None:
-        """Start the background thread in this process, once; it probes only while this is the probing worker."""
-        if self.thread_pid == os.getpid():
-            return
-        with self.lock:
-            if self.thread_pid == os.getpid():
-                return
-            self.thread_pid = os.getpid()
-        self.thread = threading.Thread(target=self._loop, name="db-health-monitor", daemon=True)
-        self.thread.start()
+        """Start the background probe in this process, once."""
+        self.background.start()
 
     def stop(self, wait: float = 5.0) -> None:
-        """Stop this process's background threads (the monitor's and the poller), waiting up to ``wait`` seconds."""
-        self.stopped.set()
-        current = state(self.app)
-        current.wake.set()
-        for thread in (self.thread, current.poller_thread):
-            if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-                thread.join(wait)
+        """Stop this process's background threads, waiting up to ``wait`` seconds."""
+        self.background.stop(wait)
 
-    def _loop(self) -> None:
-        interval = self.app.config["DB_HEALTH_CHECK_INTERVAL"]
-        leader = state(self.app).leader
-        while not self.stopped.wait(min(interval, 1.0)):
-            try:
-                if leader.holds() and self.shared_age() >= interval:
-                    with self.app.app_context():
-                        self.health(force=True)
-            except Exception:
-                log.exception("background health check failed")
-
-
-def _result(
-    key: str | None,
-    name: str,
-    status: str,
-    message: str,
-    elapsed: float,
-    timestamp: str,
-    facts: dict[str, Any],
-    *,
-    warnings: list[str] | None = None,
-    pool: dict[str, Any] | None = None,
-    error: str | None = None,
-    misconfigured: bool = False,
-) -> dict[str, Any]:
-    """One component's result, the same shape up or down; ``error`` is the driver's text, for admins only.
-
-    ``misconfigured``: the database refused our settings (not an outage: exit 3, never retried).
-    """
-    engine = db.engines[key] if name != "pooler" else None  # the pooler when it did not answer in time
-    pool = pool if pool is not None else pool_facts(engine) if engine is not None else {}
-    result = {
-        "status": status,
-        "database_type": facts.pop("database_type", engine.dialect.name if engine is not None else "pgbouncer"),
-        "version": facts.pop("version", None),
-        "timestamp": timestamp,
-        "response_time_ms": round(elapsed * 1000, 2),
-        "cached": False,
-        "pool_status": pool,
-        "message": message,
-        "warnings": warnings or [],
-        "tls": None,  # unknown until a connection is made
-        **facts,
-    }
-    if status == "unhealthy":
-        result["error"] = error
-        result["misconfigured"] = misconfigured
-    return result
 
 
 def monitor() -> HealthMonitor:

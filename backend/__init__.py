@@ -18,6 +18,7 @@ from .auth.revocation import RevokedTokens
 from .bodies import BoundedRequest, SafeJSONProvider
 from .cli_errors import guard_group
 from .config import BIND_PREFIX, EXIT_MISCONFIGURED, SETTINGS, ConfigError, load_settings
+from .console import guard as console_guard
 from .db import reconnect
 from .db.engines import engine_options, prepare_engine
 from .db.urls import PROJECT_ROOT, parse_url
@@ -79,6 +80,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     health_cli.init_app(app)
 
     register_blueprints(app)
+    with app.app_context():
+        console_guard.verify_at_startup(app)  # a DATABASE_READONLY_URL role that can write stops start-up
 
     register_error_handlers(app)
     return app

@@ -213,6 +213,8 @@ SETTINGS: dict[str, tuple[Callable[[str, str], Any], Any]] = {
     "DB_HEALTH_CHECK_INTERVAL": (non_negative_seconds, 60.0),
     "DB_STATEMENT_TIMEOUT_MS": (positive_int, 5000),
     "DB_OPERATION_TIMEOUT": (positive_seconds, 5.0),
+    "DB_CONSOLE_MAX_BYTES": (positive_int, 1048576),
+    "DB_CONSOLE_ALLOW_PRIMARY_ROLE": (_boolean, False),
     "DB_RETRY_ATTEMPTS": (non_negative_int, 3),
     "DB_RETRY_BASE_DELAY": (non_negative_seconds, 1.0),
     "DB_ECHO": (_boolean, False),

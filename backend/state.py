@@ -48,6 +48,7 @@ class DbHealth:
     poller_thread: threading.Thread | None = None
     wake: threading.Event = field(default_factory=threading.Event)  # something for the poller to do now
     pruned_at: float = 0.0
+    console_role_verified: bool = False  # DATABASE_READONLY_URL proved unable to write (console/guard.py)
 
     def engines(self) -> set[sa.Engine]:
         """Every engine of this app: Flask-SQLAlchemy's and the side ones."""

@@ -15,6 +15,7 @@ from flask import current_app, request
 
 from .. import alerts, audit, metrics, process
 from ..auth.tokens import admin_only, is_admin
+from ..console.guard import guard_facts
 from ..db import reconnect as reconnection
 from ..db import tls
 from ..db.budget import gather, start_budget
@@ -166,7 +167,7 @@ def info():
         facts[name] = {**connection_facts(engine, options[key]), "tls": tls.describe(engine.url, current_app.config)}
         facts[name]["database_type"] = snapshot["components"][name]["database_type"]
     primary = facts.pop("primary")
-    return {"success": True, "data": {**primary, "binds": facts}}
+    return {"success": True, "data": {**primary, "binds": facts, "console": guard_facts()}}
 
 
 @bp.get("/status")

@@ -1,8 +1,9 @@
-"""The read-only query console behind POST /api/database/test: checker and runner."""
-from .checker import DEFAULT_MAX_ROWS, DEFAULT_QUERY, MAX_QUERY_LENGTH, MAX_ROWS_CAP, check_statement, reject
-from .runner import json_safe, parse_request, run_query, server_message
+"""The read-only query console behind POST /api/database/test.
 
-__all__ = [
-    "DEFAULT_MAX_ROWS", "DEFAULT_QUERY", "MAX_QUERY_LENGTH", "MAX_ROWS_CAP",
-    "check_statement", "json_safe", "parse_request", "reject", "run_query", "server_message",
-]
+lexers/ read a statement as each server does; checker.py refuses what is not
+one read without side effects and rebuilds the statement from its tokens;
+runner.py runs it on a connection of its own, under a deadline, streaming and
+cutting the rows (results.py); guard.py says which guard is in force and
+verifies DATABASE_READONLY_URL. The route and its audit policy are in
+api/console.py.
+"""

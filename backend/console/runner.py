@@ -1,167 +1,275 @@
-"""Running a checked console statement: read-only transaction, limits, JSON-safe results.
+"""Running one checked console statement on a connection of its own, under a deadline.
 
-Three layers stop a query from changing anything, outermost first:
-
-1. ``check_statement`` (checker.py) refuses several statements, anything but a
-   read, and functions with side effects that a read-only transaction would
-   still allow;
-2. the database runs it in a read-only transaction (PostgreSQL ``SET
-   TRANSACTION READ ONLY``, MySQL family ``START TRANSACTION READ ONLY``,
-   SQLite ``PRAGMA query_only``) that is always rolled back;
-3. optionally, DATABASE_READONLY_URL runs it as a role that cannot write at all.
+Every call opens its own connection and closes it afterwards (PostgreSQL after
+``DISCARD ALL``, for a pooler that would keep the server session), so no
+advisory lock, session variable, temporary table or prepared statement
+outlives the call. The statement runs in a read-only transaction (SQLite: a
+file opened ``mode=ro``), under the server's own timeout, and is cancelled on
+the server when its time is up (PostgreSQL cancel request, MySQL ``KILL QUERY``
+from another connection); a server that does not even answer that has its
+socket cut (db/deadline.py). Rows stream in one at a time (a server-side cursor
+on PostgreSQL, an unbuffered result on PyMySQL) and are cut at max_rows and
+DB_CONSOLE_MAX_BYTES; an unbuffered MySQL result is cut by closing the
+connection, never drained.
 """
 from __future__ import annotations
 
-import datetime as dt
-import decimal
-import re
+import os
+import sqlite3
+import threading
 import time
-import uuid
+import urllib.parse
+from dataclasses import dataclass
 from typing import Any
 
-from flask import current_app
-from sqlalchemy import text
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.engine import URL
 
-from ..db import side
-from ..db.deadline import DeadlineExceeded
-from ..db.retry import is_transient
+from ..db.deadline import DeadlineExceeded, deadline
+from ..db.engines import connect_args
 from ..db.urls import scrub_secrets
 from ..errors import ApiError
-from .checker import DEFAULT_MAX_ROWS, DEFAULT_QUERY, MAX_QUERY_LENGTH, MAX_ROWS_CAP, check_statement, reject
+from .checker import Checked, check_statement, reject
+from .lexers import Settings
+from .results import collect
+
+CANCEL_GRACE_S = 0.5  # after a cancel, how long the server gets to stop before the socket is cut
+APPLICATION_NAME = "dbhealth-console"
+STREAMED = ("select", "with", "values", "table")  # what PostgreSQL can DECLARE a cursor for
+TIMEOUT_CODES = {"57014", 1317, 1969, 3024}
+READ_ONLY_CODES = {"25006", 1792, 1290}
+LOST_CODES = {2003, 2006, 2013, 2055}
 
 
-def parse_request(body: dict[str, Any]) -> tuple[str, dict[str, Any], int]:
-    query = body.get("query", DEFAULT_QUERY)
-    params = body.get("params") or {}
-    max_rows = body.get("max_rows", DEFAULT_MAX_ROWS)
-    if not isinstance(query, str) or not query.strip():
-        raise reject("query must be a non-empty string")
-    if len(query) > MAX_QUERY_LENGTH:
-        raise reject(f"query is longer than {MAX_QUERY_LENGTH} characters")
-    if not isinstance(params, dict) or not all(isinstance(k, str) and re.fullmatch(r"\w+", k) for k in params):
-        raise reject("params must be an object of name: value")
-    if not all(v is None or isinstance(v, (str, int, float, bool)) for v in params.values()):
-        raise reject("parameter values must be strings, numbers, booleans or null")
-    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
-        raise reject("max_rows must be a positive integer")
-    return query, params, min(max_rows, MAX_ROWS_CAP)
+@dataclass
+class Session:
+    dialect: str  # postgresql, mysql, mariadb or sqlite
+    connection: Any  # the driver's own connection
+    settings: Settings
+    options: dict[str, Any]  # how to connect again (MySQL KILL QUERY)
+    thread_id: int | None = None
 
 
-def json_safe(value: Any) -> Any:
-    """Values as JSON can carry them: ISO-8601 times, decimals as strings, bytes as hex."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).hex()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    return str(value)
+def timed_out(seconds: float) -> ApiError:
+    return ApiError(504, "query_timeout", f"The query did not finish within {seconds:g}s", "Query timed out")
 
 
-def _run(connection: Connection, query: str, params: dict[str, Any], max_rows: int, first: str) -> dict[str, Any]:
-    dialect = connection.dialect.name
-    timeout_ms = current_app.config["DB_STATEMENT_TIMEOUT_MS"]
-    dbapi = connection.connection.dbapi_connection
-    stream = dialect == "postgresql" and first in ("select", "with", "values", "table")
-    if dialect == "postgresql":
-        connection.exec_driver_sql("SET TRANSACTION READ ONLY")
-        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
-    elif dialect in ("mysql", "mariadb"):
-        if connection.dialect.is_mariadb:
-            connection.exec_driver_sql(f"SET SESSION max_statement_time = {timeout_ms / 1000:.3f}")
-        else:
-            connection.exec_driver_sql(f"SET SESSION max_execution_time = {int(timeout_ms)}")
-        connection.exec_driver_sql("START TRANSACTION READ ONLY")
-    else:
-        connection.exec_driver_sql("PRAGMA query_only = ON")
-        give_up_at = time.monotonic() + timeout_ms / 1000
-        dbapi.set_progress_handler(lambda: int(time.monotonic() > give_up_at), 10_000)
-    truncated = False
+def unavailable(message: str) -> ApiError:
+    return ApiError(503, "db_unavailable", message, "Database unavailable")
+
+
+def run(url: URL, query: str, params: dict[str, Any], max_rows: int, *, statement_s: float,
+        deadline_at: float, max_bytes: int, record: dict[str, Any]) -> dict[str, Any]:
+    """Check and run ``query``; ``record`` gets the statement as sent. Raises ApiError for every failure."""
+    connect_s = deadline_at - time.monotonic() - statement_s - CANCEL_GRACE_S
+    if connect_s <= 0:
+        raise unavailable("No time left to reach the database")
     try:
-        started = time.perf_counter()
-        result = connection.execution_options(stream_results=stream).execute(text(query), params)
-        columns = list(result.keys()) if result.returns_rows else []
-        rows = result.fetchmany(max_rows + 1) if result.returns_rows else []
-        elapsed = time.perf_counter() - started
-        truncated = len(rows) > max_rows
-        if truncated and dialect in ("mysql", "mariadb"):
-            connection.invalidate()  # do not drain the rest of an unbuffered result
-        else:
-            result.close()
+        session = open_session(url, connect_s, max_bytes)
+    except DeadlineExceeded:
+        raise unavailable("The database did not answer in time") from None
+    except Exception as error:
+        raise _failure(session=None, error=error, late=False, statement_s=statement_s) from None
+    try:
+        checked = check_statement(query, session.dialect, session.settings,
+                                  "named" if session.dialect == "sqlite" else "pyformat")
+        _check_params(checked, params)
+        record["statement"] = checked.statement
+        return _execute(session, checked, params, max_rows, statement_s, max_bytes)
     finally:
-        if not connection.invalidated:
-            connection.rollback()
-            if dialect == "sqlite":
-                dbapi.set_progress_handler(None, 0)
-                connection.exec_driver_sql("PRAGMA query_only = OFF")
-                connection.rollback()
-            elif dialect in ("mysql", "mariadb"):
-                variable = "max_statement_time" if connection.dialect.is_mariadb else "max_execution_time"
-                connection.exec_driver_sql(f"SET SESSION {variable} = DEFAULT")
+        close(session)
+
+
+def _check_params(checked: Checked, params: dict[str, Any]) -> None:
+    missing = [name for name in checked.params if name not in params]
+    if missing:
+        raise reject(f"No value for parameter :{missing[0]}")
+    unused = sorted(set(params) - set(checked.params))
+    if unused:
+        raise reject(f"Parameter {unused[0]!r} is not used by the query (markers in quotes or comments are text)")
+
+
+def open_session(url: URL, seconds: float, max_bytes: int) -> Session:
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return _open_sqlite(url, max_bytes)
+    options = dict(url.get_dialect()().create_connect_args(url)[1])
+    options.update(connect_args(url, seconds))
+    if backend == "postgresql":
+        import psycopg2
+
+        options["application_name"] = APPLICATION_NAME
+        connection = psycopg2.connect(**options)
+        connection.set_session(readonly=True, autocommit=False)
+        scs = connection.info.parameter_status("standard_conforming_strings") != "off"
+        return Session("postgresql", connection, Settings(standard_conforming_strings=scs), options)
+    import pymysql
+
+    connection = pymysql.connect(**options, autocommit=True, cursorclass=pymysql.cursors.SSCursor)
+    session = Session("mysql", connection, Settings(), options, connection.thread_id())
+    with deadline(connection, seconds):
+        cursor = connection.cursor(pymysql.cursors.Cursor)
+        cursor.execute("SELECT @@SESSION.sql_mode, VERSION()")
+        sql_mode, version = cursor.fetchone()
+        cursor.close()
+    modes = set(sql_mode.upper().split(","))
+    session.settings = Settings(backslash_escapes="NO_BACKSLASH_ESCAPES" not in modes, ansi_quotes="ANSI_QUOTES" in modes)
+    session.dialect = "mariadb" if "mariadb" in version.lower() else "mysql"
+    return session
+
+
+def _open_sqlite(url: URL, max_bytes: int) -> Session:
+    path = url.database or ""
+    if path in ("", ":memory:") or path.startswith("file:"):
+        raise unavailable("The console needs a SQLite file it can open read-only")
+    uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
+    connection = sqlite3.connect(uri, uri=True, timeout=1.0, isolation_level=None, check_same_thread=False)
+    connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max_bytes)  # no string, blob or row above the budget
+    connection.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+    connection.execute("PRAGMA query_only = ON")
+    return Session("sqlite", connection, Settings(), {})
+
+
+def _execute(session: Session, checked: Checked, params: dict[str, Any], max_rows: int,
+             statement_s: float, max_bytes: int) -> dict[str, Any]:
+    connection = session.connection
+    cancelled = threading.Event()
+    give_up_at = time.monotonic() + statement_s
+
+    def cancel() -> None:
+        cancelled.set()
+        _cancel_on_server(session)
+
+    timer = threading.Timer(statement_s, cancel)
+    timer.daemon = True
+    started = time.perf_counter()
+    try:
+        with deadline(connection, statement_s + CANCEL_GRACE_S):
+            timer.start()
+            cursor = _start(session, checked, params, statement_s, give_up_at)
+
+            def fetch_one() -> Any:
+                if time.monotonic() > give_up_at:
+                    raise timed_out(statement_s)
+                return cursor.fetchone()
+
+            first = fetch_one() if cursor.description is not None or session.dialect == "postgresql" else None
+            columns = [column[0] for column in cursor.description or []]
+            pending = [first] if first is not None else []
+            rows, truncated = collect(lambda: pending.pop() if pending else fetch_one(), max_rows, max_bytes)
+    except ApiError:
+        raise
+    except DeadlineExceeded:
+        raise timed_out(statement_s) from None
+    except Exception as error:
+        raise _failure(session, error, cancelled.is_set() or time.monotonic() > give_up_at, statement_s) from None
+    finally:
+        timer.cancel()
+    elapsed = time.perf_counter() - started
     return {
-        "query": query,
         "columns": columns,
-        "rows": [[json_safe(value) for value in row] for row in rows[:max_rows]],
-        "row_count": min(len(rows), max_rows),
+        "rows": rows,
+        "row_count": len(rows),
         "truncated": truncated,
         "elapsed_ms": round(elapsed * 1000, 2),
     }
 
 
-# Server errors that mean "this was a write" and "this took too long", per driver.
-READ_ONLY_CODES = {"25006", 1792, 1290}
-TIMEOUT_CODES = {"57014", 1969, 3024}
+def _start(session: Session, checked: Checked, params: dict[str, Any], statement_s: float, give_up_at: float) -> Any:
+    """Begin the read-only transaction with the server's timeout, and execute; returns the cursor."""
+    connection = session.connection
+    if session.dialect == "postgresql":
+        setup = connection.cursor()
+        setup.execute(f"SET LOCAL statement_timeout = {max(int(statement_s * 1000), 1)}")
+        setup.execute(f"SET LOCAL idle_in_transaction_session_timeout = {int((statement_s + 5) * 1000)}")
+        setup.close()
+        if checked.first in STREAMED:
+            cursor = connection.cursor(name="dbhealth_console")
+            cursor.itersize = 1
+        else:
+            cursor = connection.cursor()
+        cursor.execute(checked.statement, params)
+        return cursor
+    if session.dialect == "sqlite":
+        connection.set_progress_handler(lambda: int(time.monotonic() > give_up_at), 1000)
+        return connection.execute(checked.statement, params)
+    cursor = connection.cursor()
+    if session.dialect == "mariadb":
+        cursor.execute(f"SET SESSION max_statement_time = {statement_s:.3f}")
+    else:
+        cursor.execute(f"SET SESSION max_execution_time = {max(int(statement_s * 1000), 1)}")
+    cursor.execute("START TRANSACTION READ ONLY")
+    cursor.execute(checked.statement, params)
+    return cursor
 
 
-def _driver_code(error: DBAPIError) -> Any:
-    orig = error.orig
-    code = getattr(orig, "pgcode", None)
-    if code is None and getattr(orig, "args", None) and isinstance(orig.args[0], int):
-        code = orig.args[0]
-    return code
-
-
-def run_query(query: str, params: dict[str, Any], max_rows: int) -> dict[str, Any]:
-    """Run one checked statement read-only; raises ApiError for every way it can fail."""
-    dialect = side.side_engine(None, "console").dialect.name
-    first = check_statement(query, dialect)
-    timeout_s = current_app.config["DB_STATEMENT_TIMEOUT_MS"] / 1000
-    timed_out = ApiError(504, "query_timeout", f"The query did not finish within {timeout_s:g}s", "Query timed out")
+def _cancel_on_server(session: Session) -> None:
+    """Stop the running statement on the server, from another thread."""
     try:
-        return side.run_bounded(
-            None, timeout_s + 1.0, lambda c: _run(c, query, params, max_rows, first), purpose="console"
-        )
-    except DeadlineExceeded:
-        raise timed_out from None
-    except StatementError as error:
-        if not isinstance(error, DBAPIError):
-            raise reject(f"Bad parameters: {error.orig}") from None
-        code = _driver_code(error)
-        message = server_message(error)
-        if code in TIMEOUT_CODES or "interrupted" in message:
-            raise timed_out from error
-        if code in READ_ONLY_CODES or "readonly database" in message or "query_only" in message:
-            raise reject(f"The database refused a write: {message}") from error
-        if is_transient(error):
-            raise
-        raise ApiError(400, "query_error", message, "The database refused the query") from error
+        if session.dialect == "postgresql":
+            session.connection.cancel()
+        elif session.dialect in ("mysql", "mariadb"):
+            import pymysql
+
+            options = {**session.options, "connect_timeout": CANCEL_GRACE_S * 4, "read_timeout": CANCEL_GRACE_S * 4}
+            killer = pymysql.connect(**options)
+            try:
+                killer.cursor().execute(f"KILL QUERY {int(session.thread_id)}")
+            finally:
+                killer.close()
+    except Exception:  # the deadline watchdog cuts the socket if this did not work
+        pass
 
 
-def server_message(error: DBAPIError) -> str:
+def close(session: Session) -> None:
+    """End the session: nothing it did survives it."""
+    connection = session.connection
+    try:
+        if session.dialect == "postgresql" and not connection.closed:
+            with deadline(connection, CANCEL_GRACE_S * 2):
+                connection.rollback()
+                connection.autocommit = True
+                connection.cursor().execute("DISCARD ALL")  # for a pooler that keeps the server session
+        elif session.dialect in ("mysql", "mariadb"):
+            # Closing the socket ends an unbuffered result without reading the rest of it.
+            connection._force_close()
+            result = getattr(connection, "_result", None)
+            if result is not None:
+                result.unbuffered_active = False
+    except Exception:
+        pass
+    finally:
+        try:
+            if session.dialect in ("postgresql", "sqlite"):
+                connection.close()
+        except Exception:
+            pass
+
+
+def _failure(session: Session | None, error: BaseException, late: bool, statement_s: float) -> ApiError:
+    """The ApiError a driver error means for the caller."""
+    code = getattr(error, "pgcode", None)
+    args = getattr(error, "args", ())
+    if code is None and args and isinstance(args[0], int):
+        code = args[0]
+    message = server_message(error)
+    if code in TIMEOUT_CODES or late or (isinstance(error, sqlite3.OperationalError) and "interrupted" in message):
+        return timed_out(statement_s)
+    if code in READ_ONLY_CODES or "readonly database" in message or "query_only" in message:
+        return reject(f"The database refused a write: {message}")
+    if isinstance(error, sqlite3.Error):
+        disconnected = "unable to open" in message
+    elif code is None:  # psycopg2: a lost connection has no SQLSTATE
+        disconnected = type(error).__name__ in ("OperationalError", "InterfaceError")
+    else:
+        disconnected = code in LOST_CODES
+    if session is None or disconnected:
+        return unavailable(f"The console could not use the database: {message}")
+    return ApiError(400, "query_error", message, "The database refused the query")
+
+
+def server_message(error: BaseException) -> str:
     """The server's own message, first line, without the driver's prefix or credentials."""
-    orig = error.orig
-    pymysql_error = type(orig).__module__.startswith("pymysql") and len(orig.args) > 1
-    message = (str(orig.args[1]) if pymysql_error else str(orig)).strip()
-    return scrub_secrets(message.splitlines()[0] if message else type(orig).__name__)
+    args = getattr(error, "args", ())
+    pymysql_error = type(error).__module__.startswith("pymysql") and len(args) > 1
+    message = (str(args[1]) if pymysql_error else str(error)).strip()
+    return scrub_secrets(message.splitlines()[0] if message else type(error).__name__)

@@ -214,3 +214,17 @@ def test_each_call_has_a_connection_of_its_own(make_app, kind):
         assert_nothing_left(url)
     finally:
         drop()
+
+
+def test_text_no_database_can_store_is_refused_not_a_crash(app, database_url):
+    """NUL characters and lone surrogates, in the query and in values: 400, and still on record."""
+    client, headers = app.test_client(), bearer(app, "admin")
+    calls = [("SELECT 1 AS \"x\u0000\"", None), ("SELECT \ud800", None),
+             ("SELECT :a AS a", {"a": "x\u0000y"}), ("SELECT :a AS a", {"a": "\ud800"})]
+    for query, params in calls:
+        response = run(client, headers, query, **({"params": params} if params else {}))
+        # In the query: refused. In a value: the database decides (SQLite and MariaDB store NUL).
+        assert response.status_code == (200, 400)[not params] or response.status_code == 400, (query, response.json)
+    events = client.get("/api/database/audit?limit=4&action=test", headers=headers).json["data"]["events"]
+    assert [event["outcome"] for event in events][2:] == ["rejected", "rejected"], events
+    assert "\\x00" in events[3]["detail"]["query"]

@@ -151,3 +151,18 @@ def test_an_overlong_request_id_does_not_lose_the_audit_row(app, database_url):
     assert response.status_code == 200, response.json
     event = client.get("/api/database/audit?limit=1&action=test", headers=headers).json["data"]["events"][0]
     assert event["outcome"] == "ok" and 1 <= len(event["request_id"]) <= 64
+
+
+def test_an_unbuffered_result_is_cut_not_drained(make_app):
+    """MariaDB: a 1.6 GB result cut after its first row answers at once, and stops on the server."""
+    url, drop = create_database("mariadb")
+    try:
+        app = make_app(DATABASE_URL=url, DB_STATEMENT_TIMEOUT_MS=20000)
+        started = time.monotonic()
+        response = run(app.test_client(), bearer(app, "admin"), "SELECT repeat('x', 16000000) FROM seq_1_to_100",
+                       max_rows=1)
+        assert response.status_code == 200 and response.json["data"]["truncated"] is True
+        assert time.monotonic() - started < 3.0  # reading the other 99 rows would take several seconds
+        assert_nothing_left(url, within=1.0)
+    finally:
+        drop()

@@ -122,7 +122,19 @@ def _audit_params(params: Any) -> Any:
     return kept
 
 
+def _storable(value: Any) -> Any:
+    """Text every database can store: NUL and lone surrogates written as escapes."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    return value
+
+
 def _fields(outcome: str, detail: dict[str, Any]) -> dict[str, Any]:
+    detail = _storable(detail)
     return {
         "action": "test",
         "outcome": outcome,
@@ -132,6 +144,10 @@ def _fields(outcome: str, detail: dict[str, Any]) -> dict[str, Any]:
         "remote_addr": (request.remote_addr or "")[:64] or None,
         "request_id": (current_request_id() or "")[:64] or None,  # the column's size, whatever the header was
     }
+
+
+# Any failure to store the event counts: a driver that refuses a value (ValueError) as much as the database.
+AUDIT_FAILURES = (SQLAlchemyError, DeadlineExceeded, ValueError)
 
 
 def _write(seconds: float, statement: sa.Executable) -> Any:
@@ -150,7 +166,7 @@ def _audit_start(detail: dict[str, Any], seconds: float) -> int:
     try:
         result = _write(seconds, sa.insert(AuditEvent.__table__).values(**_fields("running", detail)))
         return result.inserted_primary_key[0]
-    except (SQLAlchemyError, DeadlineExceeded) as error:
+    except AUDIT_FAILURES as error:
         log.error("audit event not stored, query not run: %s detail=%s", type(error).__name__, detail)
         raise ApiError(
             503, "db_unavailable", "The audit event could not be stored, so the query was not run",
@@ -160,10 +176,10 @@ def _audit_start(detail: dict[str, Any], seconds: float) -> int:
 
 def _audit_finish(event_id: int, outcome: str, detail: dict[str, Any], deadline_at: float) -> None:
     table = AuditEvent.__table__
-    statement = sa.update(table).where(table.c.id == event_id).values(outcome=outcome, detail=detail)
+    statement = sa.update(table).where(table.c.id == event_id).values(outcome=outcome, detail=_storable(detail))
     try:
         _write(deadline_at - time.monotonic(), statement)
-    except (SQLAlchemyError, DeadlineExceeded) as error:
+    except AUDIT_FAILURES as error:
         log.error("audit outcome lost (event %s stays 'running'): %s outcome=%s detail=%s",
                   event_id, type(error).__name__, outcome, detail)
 
@@ -171,5 +187,5 @@ def _audit_finish(event_id: int, outcome: str, detail: dict[str, Any], deadline_
 def _audit_refused(outcome: str, detail: dict[str, Any], deadline_at: float) -> None:
     try:
         _write(deadline_at - time.monotonic(), sa.insert(AuditEvent.__table__).values(**_fields(outcome, detail)))
-    except (SQLAlchemyError, DeadlineExceeded) as error:
+    except AUDIT_FAILURES as error:
         log.error("audit event lost: %s action=test outcome=%s detail=%s", type(error).__name__, outcome, detail)

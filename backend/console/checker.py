@@ -71,6 +71,8 @@ def check_statement(
     query: str, dialect: str, settings: Settings | None = None, paramstyle: str = "named"
 ) -> Checked:
     """Refuse what is not one read-only statement; return it rebuilt for the driver."""
+    if "\x00" in query or not _encodable(query):
+        raise reject("The query holds a NUL character or text that is not valid Unicode")
     try:
         tokens = lex(query, dialect, settings)
     except LexError as error:
@@ -92,6 +94,14 @@ def check_statement(
         _check_token(token, following, dialect)
     params = tuple(dict.fromkeys(token.value for token in tokens if token.kind == "param"))
     return Checked(rebuild(tokens, paramstyle), first.value, params)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, which JSON can carry
+        return False
+    return True
 
 
 def _check_token(token: Token, following: Token | None, dialect: str) -> None:

@@ -47,6 +47,7 @@ class Session:
     settings: Settings
     options: dict[str, Any]  # how to connect again (MySQL KILL QUERY)
     thread_id: int | None = None
+    cursor: Any = None  # kept until close: a PyMySQL unbuffered cursor drains its result when released
 
 
 def timed_out(seconds: float) -> ApiError:
@@ -197,6 +198,7 @@ def _start(session: Session, checked: Checked, params: dict[str, Any], statement
         cursor.execute(f"SET SESSION max_statement_time = {statement_s:.3f}")
     else:
         cursor.execute(f"SET SESSION max_execution_time = {max(int(statement_s * 1000), 1)}")
+    session.cursor = cursor
     cursor.execute("START TRANSACTION READ ONLY")
     cursor.execute(checked.statement, params)
     return cursor
@@ -230,11 +232,13 @@ def close(session: Session) -> None:
                 connection.autocommit = True
                 connection.cursor().execute("DISCARD ALL")  # for a pooler that keeps the server session
         elif session.dialect in ("mysql", "mariadb"):
-            # Closing the socket ends an unbuffered result without reading the rest of it.
+            # Closing the socket ends an unbuffered result without reading the rest of it;
+            # then the cursor, detached, has nothing to drain when it is released.
             connection._force_close()
-            result = getattr(connection, "_result", None)
-            if result is not None:
-                result.unbuffered_active = False
+            if session.cursor is not None:
+                session.cursor.connection = None
+            if getattr(connection, "_result", None) is not None:
+                connection._result.unbuffered_active = False
     except Exception:
         pass
     finally:

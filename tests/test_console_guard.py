@@ -49,7 +49,10 @@ def readonly_role():
     for kind, role, drop, server in made:
         drop()
         with server.connect() as connection:
-            connection.exec_driver_sql(f"DROP ROLE IF EXISTS {role}" if kind == "postgresql" else f"DROP USER IF EXISTS '{role}'@'%%'")
+            if kind == "postgresql":
+                connection.exec_driver_sql(f"DROP ROLE IF EXISTS {role}, {role}_w")
+            else:
+                connection.exec_driver_sql(f"DROP USER IF EXISTS '{role}'@'%%'")
         server.dispose()
 
 
@@ -64,6 +67,9 @@ def flask_check(env: dict[str, str]) -> subprocess.CompletedProcess:
     ("postgresql", "GRANT UPDATE (id) ON canary TO {role}", "UPDATE on table canary"),
     ("postgresql", "GRANT pg_signal_backend TO {role}", "pg_signal_backend"),
     ("postgresql", "GRANT CREATE ON DATABASE {db} TO {role}", "CREATE on the database"),
+    # A role it may SET ROLE to counts, inherited or not.
+    ("postgresql", "CREATE ROLE {role}_w NOLOGIN; GRANT INSERT ON canary TO {role}_w; "
+                   "ALTER ROLE {role} NOINHERIT; GRANT {role}_w TO {role}", "INSERT on table canary"),
     ("mariadb", "GRANT INSERT ON {db}.canary TO {role}", "INSERT on"),
 ])
 def test_a_readonly_role_that_can_write_stops_start_up(readonly_role, tmp_path, kind, grant, privilege):

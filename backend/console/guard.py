@@ -28,24 +28,27 @@ from .runner import open_session
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 
+# Checked for the role and every role it is a member of, inherited or not (SET ROLE reaches them).
 POSTGRES_PRIVILEGES = """
+WITH member AS (SELECT oid, rolname FROM pg_roles WHERE pg_has_role(current_user, oid, 'MEMBER'))
 SELECT
-  (SELECT CASE WHEN rolsuper THEN 'SUPERUSER' END FROM pg_roles WHERE rolname = current_user),
-  (SELECT 'membership in ' || string_agg(rolname, ', ') FROM pg_roles
-     WHERE rolname IN ('pg_signal_backend', 'pg_read_server_files', 'pg_write_server_files', 'pg_execute_server_program')
-       AND pg_has_role(current_user, oid, 'MEMBER')),
-  CASE WHEN has_database_privilege(current_database(), 'CREATE') THEN 'CREATE on the database' END,
-  CASE WHEN has_database_privilege(current_database(), 'TEMP') THEN 'TEMP on the database' END,
+  (SELECT 'SUPERUSER' FROM pg_roles r JOIN member m USING (oid) WHERE r.rolsuper LIMIT 1),
+  (SELECT 'CREATEROLE' FROM pg_roles r JOIN member m USING (oid) WHERE r.rolcreaterole LIMIT 1),
+  (SELECT 'membership in ' || string_agg(rolname, ', ') FROM member
+     WHERE rolname IN ('pg_signal_backend', 'pg_read_server_files', 'pg_write_server_files',
+                       'pg_execute_server_program', 'pg_write_all_data')),
+  (SELECT 'CREATE on the database' FROM member WHERE has_database_privilege(oid, current_database(), 'CREATE') LIMIT 1),
+  (SELECT 'TEMP on the database' FROM member WHERE has_database_privilege(oid, current_database(), 'TEMP') LIMIT 1),
   (SELECT format('%s on table %s', p, c.oid::regclass) FROM pg_class c
-     CROSS JOIN unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS p
+     CROSS JOIN unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS p CROSS JOIN member m
      WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
        AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
-       AND CASE WHEN p IN ('INSERT', 'UPDATE') THEN has_any_column_privilege(c.oid, p)
-                ELSE has_table_privilege(c.oid, p) END
+       AND CASE WHEN p IN ('INSERT', 'UPDATE') THEN has_any_column_privilege(m.oid, c.oid, p)
+                ELSE has_table_privilege(m.oid, c.oid, p) END
      LIMIT 1),
   (SELECT format('%s on sequence %s', p, c.oid::regclass) FROM pg_class c
-     CROSS JOIN unnest(ARRAY['USAGE', 'UPDATE']) AS p
-     WHERE c.relkind = 'S' AND has_sequence_privilege(c.oid, p)
+     CROSS JOIN unnest(ARRAY['USAGE', 'UPDATE']) AS p CROSS JOIN member m
+     WHERE c.relkind = 'S' AND has_sequence_privilege(m.oid, c.oid, p)
      LIMIT 1)
 """
 MYSQL_ALLOWED = {"SELECT", "USAGE"}

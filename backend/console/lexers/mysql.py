@@ -22,8 +22,8 @@ CONTROL = {chr(code) for code in range(32)} | {"\x7f"}
 def _body(quote: str, backslash: bool) -> re.Pattern[str]:
     q = re.escape(quote)
     if backslash:
-        return re.compile(rf"(?:[^{q}\\]|{q}{q}|\\.)*{q}", re.DOTALL)
-    return re.compile(rf"(?:[^{q}]|{q}{q})*{q}")
+        return re.compile(rf"(?:[^{q}\\]|{q}{q}|\\.)*+{q}", re.DOTALL)
+    return re.compile(rf"(?:[^{q}]|{q}{q})*+{q}")
 
 
 def _skip_space(query: str, pos: int) -> int:

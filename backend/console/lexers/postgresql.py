@@ -27,11 +27,12 @@ PG_DOLLAR = re.compile(rf"\$([A-Za-z_{HIGH}][A-Za-z_0-9{HIGH}]*)?\$")
 PG_NUMBER = re.compile(r"\d+(?=\.\.)|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 PG_OPERATOR = re.compile(r"[~!@#^&|`?+\-*/%<>=]+")
 # After a closing quote: whitespace holding a newline, then a quote, continues the literal.
-PG_CONTINUE = re.compile(r"(?:[ \t\f]|--[^\n\r]*)*[\n\r](?:[ \t\n\r\f]+|--[^\n\r]*[\n\r])*'")
+# Possessive (*+): flex takes the longest match and never backtracks, and neither may we (ReDoS).
+PG_CONTINUE = re.compile(r"(?:[ \t\f]|--[^\n\r]*+)*+[\n\r](?:[ \t\n\r\f]|--[^\n\r]*+[\n\r])*+'")
 PG_BODY = {
-    "standard": re.compile(r"(?:[^']|'')*'"),
-    "escape": re.compile(r"(?:[^'\\]|''|\\.)*'", re.DOTALL),
-    "bits": re.compile(r"[^']*'"),
+    "standard": re.compile(r"(?:[^']|'')*+'"),
+    "escape": re.compile(r"(?:[^'\\]|''|\\.)*+'", re.DOTALL),
+    "bits": re.compile(r"[^']*+'"),
 }
 
 
@@ -162,7 +163,7 @@ def lex(query: str, settings: Settings) -> list[Token]:
                 end, parts = _pg_string(query, pos + 3, "standard")
                 body = "".join(part[:-1].replace("''", "'") for part in parts)
             else:
-                close = re.compile(r'(?:[^"]|"")*"').match(query, pos + 3)
+                close = re.compile(r'(?:[^"]|"")*+"').match(query, pos + 3)
                 if close is None:
                     raise LexError("unterminated quoted identifier")
                 end, body = close.end(), close.group()[:-1].replace('""', '"')
@@ -177,7 +178,7 @@ def lex(query: str, settings: Settings) -> list[Token]:
                 add("ident", '"' + value.replace('"', '""') + '"', _pg_name(value), end)
             spaced = True
         elif char == '"':
-            close = re.compile(r'(?:[^"]|"")*"').match(query, pos + 1)
+            close = re.compile(r'(?:[^"]|"")*+"').match(query, pos + 1)
             if close is None:
                 raise LexError("unterminated quoted identifier")
             value = close.group()[:-1].replace('""', '"')

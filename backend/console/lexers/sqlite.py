@@ -15,8 +15,8 @@ SPACE = " \t\n\f\r"
 WORD = re.compile(rf"[A-Za-z_{HIGH}][A-Za-z0-9_${HIGH}]*")
 NUMBER = re.compile(r"0[xX][0-9A-Fa-f]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 QUOTED = {
-    '"': re.compile(r'(?:[^"]|"")*"'),
-    "`": re.compile(r"(?:[^`]|``)*`"),
+    '"': re.compile(r'(?:[^"]|"")*+"'),
+    "`": re.compile(r"(?:[^`]|``)*+`"),
     "[": re.compile(r"[^\]]*\]"),
 }
 
@@ -56,7 +56,7 @@ def lex(query: str, settings: Settings) -> list[Token]:
         char = query[pos]
         if char == "'" or query[pos : pos + 2].lower() == "x'":
             start = pos + 1 if char == "'" else pos + 2
-            match = re.compile(r"(?:[^']|'')*'").match(query, start)
+            match = re.compile(r"(?:[^']|'')*+'").match(query, start)
             if match is None:
                 raise LexError("unterminated quoted string")
             add("string", query[pos : match.end()], query[pos : match.end()], match.end())

@@ -54,7 +54,7 @@ def leftovers(url: str) -> dict[str, int]:
                     "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
                     "WHERE l.locktype = 'advisory' AND d.datname = %s", (name,)).scalar()
                 sessions = connection.exec_driver_sql(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = 'dbhealth-console'",
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name LIKE 'dbhealth-console%%'",
                     (name,)).scalar()
                 running = connection.exec_driver_sql(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND state = 'active' "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -9,9 +10,9 @@ import urllib.request
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import bearer, create_database
+from tests.conftest import admin_engine, bearer, create_database
 from tests.console_support import assert_nothing_left, kind_of, run
-from tests.faults import Gunicorn
+from tests.faults import Gunicorn, Proxy
 
 SECRET = "console-limits-tests-secret-key-0123456789"
 
@@ -166,3 +167,48 @@ def test_an_unbuffered_result_is_cut_not_drained(make_app):
         assert_nothing_left(url, within=1.0)
     finally:
         drop()
+
+
+def test_a_frozen_server_costs_no_more_than_the_budget(make_app):
+    """The console's server stops answering, before the statement and during it: answered within the budget."""
+    url, drop = create_database("postgresql")
+    name = sa.make_url(url).database
+    role = f"ro_{name.rsplit('_', 1)[1]}"
+    server = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"), isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+        connection.exec_driver_sql(f"REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC")
+    proxy = Proxy(5432)
+    try:
+        readonly = url.replace("postgres@", f"{role}@").replace(":5432/", f":{proxy.port}/")
+        app = make_app(DATABASE_URL=url, DATABASE_READONLY_URL=readonly, DB_STATEMENT_TIMEOUT_MS=1000,
+                       DB_OPERATION_TIMEOUT=2)
+        client, headers = app.test_client(), bearer(app, "admin")
+        assert run(client, headers, "SELECT 1").status_code == 200
+        budget = 1.0 + 2 + 1.0 + 0.5  # statement + operation + 1 s, and a margin for a busy machine
+
+        proxy.set_mode("blackhole")
+        started = time.monotonic()
+        response = run(client, headers, "SELECT 1")
+        assert response.status_code in (503, 504) and time.monotonic() - started < budget, response.json
+
+        proxy.set_mode("pass")
+        result: dict = {}
+        worker = threading.Thread(target=lambda: result.update(
+            response=run(client, headers, "SELECT pg_sleep(0.3) FROM generate_series(1, 20)"), at=time.monotonic()))
+        started = time.monotonic()
+        worker.start()
+        time.sleep(0.5)
+        proxy.set_mode("blackhole")
+        worker.join(10)
+        assert result["response"].status_code == 504 and result["at"] - started < budget, result["response"].json
+        events = client.get("/api/database/audit?limit=2&action=test", headers=headers).json["data"]["events"]
+        assert [event["outcome"] for event in events] == ["query_timeout", "db_unavailable"]
+    finally:
+        proxy.close()
+        server.dispose()
+        drop()
+        admin = admin_engine("postgresql")
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
+        admin.dispose()

@@ -5,8 +5,8 @@ Every call opens its own connection and closes it afterwards (PostgreSQL after
 advisory lock, session variable, temporary table or prepared statement
 outlives the call. The statement runs in a read-only transaction (SQLite: a
 file opened ``mode=ro``), under the server's own timeout, and is cancelled on
-the server when its time is up (PostgreSQL cancel request, MySQL ``KILL QUERY``
-from another connection); a server that does not even answer that has its
+the server when its time is up (PostgreSQL ``pg_cancel_backend``, MySQL ``KILL
+QUERY``, each from another connection); a server that does not even answer that has its
 socket cut (db/deadline.py). Rows stream in one at a time (a server-side cursor
 on PostgreSQL, an unbuffered result on PyMySQL) and are cut at max_rows and
 DB_CONSOLE_MAX_BYTES; an unbuffered MySQL result is cut by closing the
@@ -15,6 +15,7 @@ connection, never drained.
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -98,7 +99,8 @@ def open_session(url: URL, seconds: float, max_bytes: int) -> Session:
     if backend == "postgresql":
         import psycopg2
 
-        options["application_name"] = APPLICATION_NAME
+        # A name of its own, so a cancel can never reach another session that reused the pid.
+        options["application_name"] = f"{APPLICATION_NAME}-{secrets.token_hex(4)}"
         connection = psycopg2.connect(**options)
         connection.set_session(readonly=True, autocommit=False)
         scs = connection.info.parameter_status("standard_conforming_strings") != "off"
@@ -208,7 +210,7 @@ def _cancel_on_server(session: Session) -> None:
     """Stop the running statement on the server, from another thread."""
     try:
         if session.dialect == "postgresql":
-            session.connection.cancel()
+            _cancel_postgresql(session)
         elif session.dialect in ("mysql", "mariadb"):
             import pymysql
 
@@ -220,6 +222,27 @@ def _cancel_on_server(session: Session) -> None:
                 killer.close()
     except Exception:  # the deadline watchdog cuts the socket if this did not work
         pass
+
+
+def _cancel_postgresql(session: Session) -> None:
+    """pg_cancel_backend from a connection of its own, as the same role.
+
+    Not psycopg2's ``connection.cancel()``: it keeps the GIL while it waits, with
+    no timeout, so a server that stopped answering would freeze the whole worker.
+    """
+    import psycopg2
+
+    target = session.options["application_name"]
+    killer = psycopg2.connect(**{**session.options, "application_name": f"{APPLICATION_NAME}-cancel"})
+    try:
+        killer.autocommit = True
+        with deadline(killer, CANCEL_GRACE_S * 4):
+            killer.cursor().execute(
+                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid = %s AND application_name = %s",
+                (session.connection.info.backend_pid, target),
+            )
+    finally:
+        killer.close()
 
 
 def close(session: Session) -> None:

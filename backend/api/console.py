@@ -43,7 +43,7 @@ FINAL_AUDIT_RESERVE_S = 1.0
 def test_query():
     config = current_app.config
     statement_s = config["DB_STATEMENT_TIMEOUT_MS"] / 1000
-    operation_s = config["DB_OPERATION_TIMEOUT"]
+    operation_s = guard.operation_timeout(config)
     deadline_at = time.monotonic() + statement_s + operation_s + 1.0
     body = json_object_body(optional=True)
     detail: dict[str, Any] = {"query": _as_text(body.get("query", DEFAULT_QUERY))[:MAX_QUERY_LENGTH]}

@@ -117,6 +117,14 @@ def verify_at_startup(app: Flask) -> None:
                     type(error).__name__)
 
 
+DEFAULT_OPERATION_TIMEOUT = 5.0
+
+
+def operation_timeout(config: Any) -> float:
+    """DB_OPERATION_TIMEOUT, 5 s when unset (other routes fall back on their own deadlines then)."""
+    return config.get("DB_OPERATION_TIMEOUT") or DEFAULT_OPERATION_TIMEOUT
+
+
 def console_url() -> URL:
     """Where the console connects: DATABASE_READONLY_URL, else the primary."""
     from ..extensions import db

@@ -23,8 +23,10 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
+from flask import current_app
 from sqlalchemy.engine import URL
 
+from ..db import tls
 from ..db.deadline import DeadlineExceeded, deadline
 from ..db.engines import connect_args
 from ..db.urls import scrub_secrets
@@ -96,6 +98,7 @@ def open_session(url: URL, seconds: float, max_bytes: int) -> Session:
         return _open_sqlite(url, max_bytes)
     options = dict(url.get_dialect()().create_connect_args(url)[1])
     options.update(connect_args(url, seconds))
+    options.update(tls.driver_arguments(url, current_app.config))  # the same TLS as the app's own pool
     if backend == "postgresql":
         import psycopg2
 

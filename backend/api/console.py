@@ -151,14 +151,14 @@ AUDIT_FAILURES = (SQLAlchemyError, DeadlineExceeded, ValueError)
 
 
 def _write(seconds: float, statement: sa.Executable) -> Any:
-    """One audit write under a hard deadline, on a side connection of its own."""
+    """One audit write under a hard deadline, on the kept side connection of the primary."""
 
     def work(connection: sa.Connection) -> Any:
         result = connection.execute(statement)
         connection.commit()
         return result
 
-    return side.run_bounded(None, max(seconds, 0.05), work, purpose="audit")
+    return side.run_bounded(None, max(seconds, 0.05), work)  # the kept connection: no pool of its own
 
 
 def _audit_start(detail: dict[str, Any], seconds: float) -> int:

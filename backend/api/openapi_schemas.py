@@ -117,12 +117,21 @@ CONNECTION_FACTS = obj(
     }
 )
 
+CONSOLE_GUARD = obj(
+    {
+        "guard": {"enum": ["readonly_role", "read_only_transaction", "read_only_file", "disabled"]},
+        "role": nullable(STRING),
+    },
+    {"verified": BOOLEAN},
+)
+
 INFO = {
     **CONNECTION_FACTS,
-    "required": [*CONNECTION_FACTS["required"], "binds"],
+    "required": [*CONNECTION_FACTS["required"], "binds", "console"],
     "properties": {
         **CONNECTION_FACTS["properties"],
         "binds": {"type": "object", "additionalProperties": CONNECTION_FACTS},
+        "console": CONSOLE_GUARD,
     },
 }
 

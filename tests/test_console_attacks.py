@@ -7,6 +7,8 @@ found by attacking it again.
 """
 from __future__ import annotations
 
+import json
+
 import pytest
 import sqlalchemy as sa
 
@@ -228,3 +230,25 @@ def test_text_no_database_can_store_is_refused_not_a_crash(app, database_url):
     events = client.get("/api/database/audit?limit=4&action=test", headers=headers).json["data"]["events"]
     assert [event["outcome"] for event in events][2:] == ["rejected", "rejected"], events
     assert "\\x00" in events[3]["detail"]["query"]
+
+
+JSON_SAFE = {
+    "postgresql": ("SELECT 'NaN'::float8, 'Infinity'::float8, '-Infinity'::float8, 'NaN'::numeric, 1.50::numeric, "
+                   "'\\x00ff'::bytea, timestamptz '2026-01-15 10:30:00+00'",
+                   ["NaN", "Infinity", "-Infinity", "NaN", "1.50", "00ff", "2026-01-15T10:30:00+00:00"]),
+    "mariadb": ("SELECT CAST(1.5 AS DECIMAL(5,2)), x'00ff', TIMESTAMP '2026-01-15 10:30:00', NULL",
+                ["1.50", "00ff", "2026-01-15T10:30:00", None]),
+    "sqlite": ("SELECT 9e999, -9e999, x'00ff', 1.5", ["Infinity", "-Infinity", "00ff", 1.5]),
+}
+
+
+def test_values_are_json_safe(app, database_url):
+    """NaN and infinities as strings, decimals as strings, bytes as hex: the body is always valid JSON."""
+    query, row = JSON_SAFE[kind_of(database_url)]
+    response = run(app.test_client(), bearer(app, "admin"), query)
+    assert response.status_code == 200, response.json
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    json.loads(response.get_data(as_text=True), parse_constant=refuse)  # strict JSON: no NaN or Infinity
+    assert response.json["data"]["rows"] == [row]

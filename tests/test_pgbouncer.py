@@ -89,6 +89,7 @@ def test_everything_works_behind_pgbouncer(pool_mode, cluster, upstream, make_ap
             "JWT_SECRET_KEY": SECRET,
             "INSTANCE_PATH": str(tmp_path / "instance"),
             "DB_HEALTH_CACHE_TTL": "0",
+            "DB_CONSOLE_ALLOW_PRIMARY_ROLE": "true",  # free-form console queries on the primary's role
         }
         workers = 2
         server = Gunicorn(env, workers=workers)

@@ -154,6 +154,11 @@ def test_reconnect_reaches_every_worker(cluster, server_env, tokens, servers):
         return set(pids)
 
     # Each worker's pool and its kept probe connection (which also serves the service's own reads).
+    # Console calls close their own connections. Until every worker holds one:
+    for _ in range(60):
+        if len(backends()) >= 3:
+            break
+        assert timed(server, "/api/database/audit?limit=1", admin)[0] == 200
     before = backends()
     assert len(before) >= 3, before
     started = time.monotonic()

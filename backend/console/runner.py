@@ -102,8 +102,8 @@ def open_session(url: URL, seconds: float, max_bytes: int) -> Session:
     if backend == "postgresql":
         import psycopg2
 
-        # A name of its own, so a cancel can never reach another session that reused the pid.
-        options["application_name"] = f"{APPLICATION_NAME}-{secrets.token_hex(4)}"
+        # A name of its own: what the cancel looks for, so it never reaches another session.
+        options["application_name"] = f"{APPLICATION_NAME}-{secrets.token_hex(8)}"
         connection = psycopg2.connect(**options)
         connection.set_session(readonly=True, autocommit=False)
         scs = connection.info.parameter_status("standard_conforming_strings") != "off"
@@ -228,7 +228,7 @@ def _cancel_on_server(session: Session) -> None:
 
 
 def _cancel_postgresql(session: Session) -> None:
-    """pg_cancel_backend from a connection of its own, as the same role.
+    """pg_cancel_backend from a connection of its own, as the same role, by the call's own application_name.
 
     Not psycopg2's ``connection.cancel()``: it keeps the GIL while it waits, with
     no timeout, so a server that stopped answering would freeze the whole worker.
@@ -240,9 +240,9 @@ def _cancel_postgresql(session: Session) -> None:
     try:
         killer.autocommit = True
         with deadline(killer, CANCEL_GRACE_S * 4):
+            # By name, not pid: behind pgbouncer the pid the client knows is the pooler's.
             killer.cursor().execute(
-                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid = %s AND application_name = %s",
-                (session.connection.info.backend_pid, target),
+                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = %s", (target,)
             )
     finally:
         killer.close()

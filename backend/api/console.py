@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..auth.tokens import admin_only
 from ..console import guard, runner
 from ..console.checker import DEFAULT_MAX_ROWS, DEFAULT_QUERY, MAX_QUERY_LENGTH, MAX_ROWS_CAP, reject
-from ..db import side
+from ..db import budget, side
 from ..db.deadline import DeadlineExceeded
 from ..errors import ApiError, json_object_body
 from ..logs import current_request_id
@@ -45,6 +45,7 @@ def test_query():
     statement_s = config["DB_STATEMENT_TIMEOUT_MS"] / 1000
     operation_s = guard.operation_timeout(config)
     deadline_at = time.monotonic() + statement_s + operation_s + 1.0
+    budget.start_budget(statement_s + operation_s + 1.0)  # the request's database budget, audit writes included
     body = json_object_body(optional=True)
     detail: dict[str, Any] = {"query": _as_text(body.get("query", DEFAULT_QUERY))[:MAX_QUERY_LENGTH]}
     if body.get("params") is not None:

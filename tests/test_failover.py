@@ -87,7 +87,7 @@ def test_a_promoted_replica_is_followed_named_and_flagged(pair, make_app, caplog
     # The replica answered, as a standby; only the stopped primary did not answer.
     assert down["unreachable_hosts"] == [f"127.0.0.1:{primary.port}"]
 
-    caplog.set_level(logging.INFO, logger="backend.health")
+    caplog.set_level(logging.WARNING, logger="backend.health")
     replica.pg_ctl("promote")
     response = poll(lambda: (r := client.get("/api/database/health?force=true", headers=viewer)).status_code == 200 and r, 20)
     assert response, "the service did not follow the promoted replica"

@@ -117,7 +117,8 @@ def publish(app: Flask, snapshot: dict[str, Any], probed_at: float) -> list[Chan
                 log.exception("publish hook %s failed", getattr(hook, "__name__", hook))
         write_json(_path(app), document)
     for change in changes:
-        level = logging.INFO if change["to"] == "healthy" else logging.WARNING
+        # A recovery is good news; a change of server (a failover) is worth a warning whatever the status.
+        level = logging.INFO if change["to"] == "healthy" and change["kind"] == "status" else logging.WARNING
         log.log(level, "%s: %s -> %s (%s)", change["component"], change["from"], change["to"], change["message"])
         record_transition(change["component"], change["from"], change["to"], change["message"], app=app)
     return changes

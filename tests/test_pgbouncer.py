@@ -152,8 +152,9 @@ def until_no_client_waits(pooler_now, timeout: float = 10.0):
         time.sleep(0.2)
 
 def test_a_full_queue_is_named_and_a_frozen_server_is_not(cluster, upstream, small_bouncer, make_app):
-    app = prepared_app(make_app, cluster, small_bouncer, "app_queue", DB_HEALTH_CACHE_TTL=0)
-    client, viewer = app.test_client(), bearer(app)
+    app = prepared_app(make_app, cluster, small_bouncer, "app_queue", DB_HEALTH_CACHE_TTL=0, DB_OPERATION_TIMEOUT=2)
+    client, viewer, admin = app.test_client(), bearer(app), bearer(app, "admin")
+
     def forced_health():
         data = client.get("/api/database/health?force=true", headers=viewer).json["data"]
         assert data["status"] == "healthy", data
@@ -200,6 +201,17 @@ def test_a_full_queue_is_named_and_a_frozen_server_is_not(cluster, upstream, sma
         assert pooler["status"] == "degraded" and pooler["clients_waiting"] >= 2 and pooler["longest_wait_s"] >= 1
         assert pooler["server_connections_in_use"] == 2
         assert pooler["warnings"][0].startswith(f"pooler queue full: {pooler['clients_waiting']} clients waiting, longest ")
+
+        # Requests whose database work queues behind them answer within their budget (DB_OPERATION_TIMEOUT + 1 s).
+        for method, path, body in [
+            ("post", "/api/auth/login", {"username": "alice", "password": "correct horse"}),
+            ("get", "/api/database/audit?limit=1", None),
+        ]:
+            started = time.monotonic()
+            response = getattr(client, method)(path, json=body, headers=admin if body is None else None)
+            elapsed = time.monotonic() - started
+            assert response.status_code == 503 and response.json["code"] == "db_unavailable", response.json
+            assert elapsed <= 2 + 1 + 0.5, (path, elapsed)
     finally:
         direct(cluster, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'")
         for thread in threads:

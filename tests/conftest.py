@@ -21,6 +21,7 @@ from backend.db.urls import mask_url
 from backend.extensions import db
 from backend.state import state
 from tests.contract import ContractClient
+from tests.faults import PrivateCluster
 
 SERVERS = {
     "postgresql": os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
@@ -151,3 +152,11 @@ def viewer(app):
 @pytest.fixture
 def admin(app):
     return bearer(app, "admin")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A PostgreSQL cluster of the tests' own, for faults (a module may define its own with other settings)."""
+    cluster = PrivateCluster()
+    yield cluster
+    cluster.close()

@@ -32,8 +32,9 @@ def canary(app):
     def state():
         with engine.connect() as connection:
             rows = connection.exec_driver_sql("SELECT id, name FROM canary ORDER BY id").all()
+            columns = [c["name"] for c in sa.inspect(connection).get_columns("canary")]
             tables = sorted(sa.inspect(connection).get_table_names())
-        return [tuple(r) for r in rows], tables
+        return [tuple(r) for r in rows], columns, tables
 
     before = state()
     yield state, before

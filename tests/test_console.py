@@ -9,33 +9,11 @@ import sqlalchemy as sa
 from backend.console.checker import check_statement
 from backend.errors import ApiError
 from tests.conftest import admin_engine, bearer, create_database
-
-CANARY_ROWS = [(1, "one"), (2, "two"), (3, "three")]
+from tests.console_support import canary  # noqa: F401  (a fixture)
 
 
 def kind_of(url: str) -> str:
     return url.split(":")[0]
-
-
-@pytest.fixture
-def canary(app, database_url):
-    """A table with known rows, made directly with the driver, outside the service."""
-    engine = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
-    with engine.begin() as connection:
-        connection.exec_driver_sql("CREATE TABLE canary (id INTEGER PRIMARY KEY, name VARCHAR(20))")
-        for row in CANARY_ROWS:
-            connection.exec_driver_sql(f"INSERT INTO canary VALUES ({row[0]}, '{row[1]}')")
-
-    def state():
-        with engine.connect() as connection:
-            rows = connection.exec_driver_sql("SELECT id, name FROM canary ORDER BY id").all()
-            columns = [c["name"] for c in sa.inspect(connection).get_columns("canary")]
-            tables = sorted(sa.inspect(connection).get_table_names())
-        return [tuple(r) for r in rows], columns, tables
-
-    before = state()
-    yield state, before
-    engine.dispose()
 
 
 def run(client, headers, query, **extra):

@@ -26,7 +26,7 @@ from backend import create_app
 from backend.auth.users import create_user
 from backend.state import state
 from tests.conftest import bearer
-from tests.faults import ROOT, Gunicorn, PrivateCluster, Proxy
+from tests.faults import ROOT, Gunicorn, Proxy
 
 OP = 2.0  # DB_OPERATION_TIMEOUT
 HEALTH = 1.0  # DB_HEALTH_TIMEOUT
@@ -35,13 +35,6 @@ OP_BUDGET = OP + 1 + MARGIN
 HEALTH_BUDGET = HEALTH + 0.5 + MARGIN
 SECRET = "deadline-tests-secret-key-0123456789abcdef"
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    cluster = PrivateCluster()
-    yield cluster
-    cluster.close()
 
 
 @pytest.fixture(scope="module")

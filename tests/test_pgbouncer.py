@@ -24,13 +24,6 @@ BUDGET = 2.0 + 0.5  # DB_HEALTH_TIMEOUT + the half second SPEC section 7 allows
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    cluster = PrivateCluster()
-    yield cluster
-    cluster.close()
-
-
-@pytest.fixture(scope="module")
 def upstream(cluster):
     """pgbouncer reaches the server through this proxy, so the server can be frozen behind it."""
     proxy = Proxy(cluster.port)

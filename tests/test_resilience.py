@@ -14,16 +14,9 @@ import sqlalchemy as sa
 
 from backend.state import state
 from tests.conftest import bearer
-from tests.faults import Gunicorn, PrivateCluster, Proxy
+from tests.faults import Gunicorn, Proxy
 
 SECRET = "resilience-tests-secret-key-0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    cluster = PrivateCluster()
-    yield cluster
-    cluster.close()
 
 
 @pytest.fixture

@@ -70,5 +70,17 @@ def _too_many_attempts(error: RateLimitExceeded):
 
 
 def init_app(app: Flask) -> None:
+    """Bind the limiter, its hooks scoped to the login's blueprint.
+
+    Flask-Limiter hooks every request of the app (a before, an after and a teardown
+    function: about a third of what /livez costs); only the login view is limited, and
+    its decorators check the limits, so the hooks run for /api/auth alone.
+    """
+    hooks = (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs)
+    counts = [len(registry.get(None, ())) for registry in hooks]
     limiter.init_app(app)
+    for registry, count in zip(hooks, counts, strict=True):
+        added = registry[None][count:]
+        del registry[None][count:]
+        registry.setdefault("auth", []).extend(added)
     app.register_error_handler(RateLimitExceeded, _too_many_attempts)

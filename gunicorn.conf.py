@@ -99,7 +99,6 @@ def post_worker_init(worker):
     if "dbhealth" in getattr(app, "extensions", {}):
         from backend.fleet import start_background
 
-        app.extensions["dbhealth"].revoked.start()
         start_background(app)
 
 

@@ -13,7 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import alerts, logs
 from .api import register_blueprints
 from .auth import cli as auth_cli
-from .auth import revocation, throttle, tokens
+from .auth import throttle, tokens
 from .auth.revocation import RevokedTokens
 from .bodies import BoundedRequest, SafeJSONProvider
 from .cli_errors import guard_group
@@ -70,7 +70,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         for engine in db.engines.values():
             prepare_engine(engine)
     forget_connections_after_fork(app)
-    revocation.init_app(app)
     tokens.init_app(app)
     throttle.init_app(app)
     reconnect.init_app(app)

@@ -161,11 +161,6 @@ def revoked_tokens() -> RevokedTokens:
     return state().revoked
 
 
-def init_app(app: Flask) -> None:
-    """Every process that serves starts the timer before its first request is handled."""
-    app.before_request(state(app).revoked.start)
-
-
 @with_db_retry()
 def revoke(jti: str, expires_at: datetime) -> bool:
     """Store a revocation and prune expired ones; False if it was already revoked.

@@ -8,8 +8,8 @@ records in ``reconnect_applied`` that it did, so the answer and /status can say
 which instances have applied it.
 
 The instance folder carries the generation too (``pool-generation``): the
-worker that took the request writes it there, so its siblings apply it before
-their next request (one ``stat``) or within a second. While the database is
+worker that took the request writes it there, and its siblings' pollers look
+at it first (one ``stat``) each second, and so does a probe. While the database is
 down, /reconnect cannot insert a row and falls back to the file alone: the
 ``local`` count in it goes up, and this instance's workers still reconnect.
 """
@@ -201,7 +201,3 @@ def init_app(app: Flask) -> None:
     current = state(app)
     current.generation_mtime = _mtime(_path(app))
     current.generation, current.generation_local = read_file(app)
-
-    @app.before_request
-    def _dispose_if_asked():
-        apply_pending_reconnect(app)

@@ -238,12 +238,17 @@ def test_cli_answers_within_its_budget(cluster, database, proxy, tmp_path):
     assert result.exit_code != 0 and time.monotonic() - started <= OP_BUDGET, result.output
 
 
-def test_gthread_is_the_default_and_greenlet_workers_are_refused(cluster, database, tmp_path):
-    server = Gunicorn(settings(cluster.url(database=database), tmp_path, LOG_LEVEL="INFO"), workers=1)
+@pytest.mark.parametrize("asked, used", [((), "gthread"), (("--worker-class", "sync"), "sync")])
+def test_gthread_is_the_default_and_sync_is_sync(asked, used, cluster, database, tmp_path):
+    """gunicorn runs a sync worker with threads > 1 as gthread: asking for sync must give sync."""
+    server = Gunicorn(settings(cluster.url(database=database), tmp_path, LOG_LEVEL="INFO"), workers=1, extra=asked)
     try:
-        assert "Using worker: gthread" in server.logs()
+        assert f"Using worker: {used}" in server.logs()
     finally:
         server.stop(quick=True)
+
+
+def test_greenlet_workers_are_refused():
     for worker in ("gevent", "eventlet"):
         result = subprocess.run(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--worker-class", worker, "wsgi:app"],

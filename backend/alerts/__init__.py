@@ -17,7 +17,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from ..config import shown_url
+from ..config.values import shown_url
 from ..health import shared
 from . import outbox
 from .hysteresis import Rules, advance

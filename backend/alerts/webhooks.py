@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import metrics
-from ..config import shown_url
+from ..config.values import shown_url
 
 TIMEOUT_S = 5.0
 RETRIES = 3

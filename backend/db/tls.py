@@ -27,7 +27,8 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from ..config import ConfigError, file_problem
+from ..config import ConfigError
+from ..config.values import file_problem
 
 SYSTEM_ROOTS = "system"
 SETTING_NAMES = {"root_cert": "DB_SSLROOTCERT", "cert": "DB_SSLCERT", "key": "DB_SSLKEY"}

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 
 from .extensions import db
+from .process import ProcessThread
 
 if TYPE_CHECKING:
     from .auth.revocation import RevokedTokens
@@ -45,8 +46,7 @@ class DbHealth:
     unrecorded: list[tuple[int, Any]] = field(default_factory=list)  # generations applied, not yet stored
     last_probe: dict[str, Any] | None = None  # this process's own last probe, for /status workers
     background_pid: int | None = None  # the process whose revocation timer and poller run (fleet.start_background)
-    poller_pid: int | None = None
-    poller_thread: threading.Thread | None = None
+    poller: ProcessThread = field(default_factory=lambda: ProcessThread("dbhealth-poller"))
     wake: threading.Event = field(default_factory=threading.Event)  # something for the poller to do now
     pruned_at: float = 0.0
     console_role_verified: bool = False  # DATABASE_READONLY_URL proved unable to write (console/guard.py)

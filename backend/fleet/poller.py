@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
@@ -31,15 +30,7 @@ log = logging.getLogger(__name__)
 def start(app: Flask) -> None:
     """Start this process's poller (and the background monitor when an interval is set), once."""
     current = state(app)
-    if current.poller_pid == os.getpid():
-        return
-    with current.generation_lock:
-        if current.poller_pid == os.getpid():
-            return
-        current.poller_pid = os.getpid()
-    current.poller_thread = threading.Thread(target=_loop, args=(app,), name="dbhealth-poller", daemon=True)
-    current.poller_thread.start()
-    if app.config["DB_HEALTH_CHECK_INTERVAL"] > 0:
+    if current.poller.start(_loop, app) and app.config["DB_HEALTH_CHECK_INTERVAL"] > 0:
         current.monitor.start_background()
 
 

@@ -6,10 +6,10 @@ instance. Started on a process's first request, never in a gunicorn master.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from typing import TYPE_CHECKING
 
+from ..process import ProcessThread
 from ..state import state
 
 if TYPE_CHECKING:
@@ -22,34 +22,24 @@ class Background:
     def __init__(self, monitor: HealthMonitor):
         self.monitor = monitor
         self.app = monitor.app
-        self.lock = threading.Lock()
-        self.thread_pid: int | None = None
-        self.thread: threading.Thread | None = None
+        self.thread = ProcessThread("db-health-monitor")
         self.stopped = threading.Event()
 
     def running(self) -> bool:
         """Whether this process runs the thread (a forked child does not, until it starts its own)."""
-        return self.thread_pid == os.getpid()
+        return self.thread.running()
 
     def start(self) -> None:
         """Start the background thread in this process, once; it probes only while this is the probing worker."""
-        if self.thread_pid == os.getpid():
-            return
-        with self.lock:
-            if self.thread_pid == os.getpid():
-                return
-            self.thread_pid = os.getpid()
-        self.thread = threading.Thread(target=self._loop, name="db-health-monitor", daemon=True)
-        self.thread.start()
+        self.thread.start(self._loop)
 
     def stop(self, wait: float = 5.0) -> None:
         """Stop this process's background threads (the monitor's and the poller), waiting up to ``wait`` seconds."""
         self.stopped.set()
         current = state(self.app)
         current.wake.set()
-        for thread in (self.thread, current.poller_thread):
-            if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-                thread.join(wait)
+        for thread in (self.thread, current.poller):
+            thread.join(wait)
 
     def _loop(self) -> None:
         interval = self.app.config["DB_HEALTH_CHECK_INTERVAL"]

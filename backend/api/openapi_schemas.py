@@ -214,6 +214,12 @@ TOKEN = obj(
 
 UNSUPPORTED = obj({"supported": {"const": False}, "reason": STRING})
 
+
+def or_unsupported(required: dict[str, Schema]) -> Schema:
+    """These fields with ``supported: true``, or UNSUPPORTED where the database cannot answer."""
+    return {"anyOf": [obj({"supported": {"const": True}, **required}), UNSUPPORTED]}
+
+
 SESSION = obj(
     {
         "pid": INTEGER,
@@ -231,24 +237,18 @@ SESSION = obj(
     }
 )
 
-SESSIONS = {
-    "anyOf": [
-        obj(
-            {
-                "supported": {"const": True},
-                "component": STRING,
-                "max_connections": nullable(INTEGER),
-                "total": INTEGER,
-                "by_state": {"type": "object", "additionalProperties": INTEGER},
-                "by_application": {"type": "object", "additionalProperties": INTEGER},
-                "by_user": {"type": "object", "additionalProperties": INTEGER},
-                "oldest_transaction_s": nullable(NUMBER),
-                "sessions": {"type": "array", "items": SESSION},
-            }
-        ),
-        UNSUPPORTED,
-    ]
-}
+SESSIONS = or_unsupported(
+    {
+        "component": STRING,
+        "max_connections": nullable(INTEGER),
+        "total": INTEGER,
+        "by_state": {"type": "object", "additionalProperties": INTEGER},
+        "by_application": {"type": "object", "additionalProperties": INTEGER},
+        "by_user": {"type": "object", "additionalProperties": INTEGER},
+        "oldest_transaction_s": nullable(NUMBER),
+        "sessions": {"type": "array", "items": SESSION},
+    }
+)
 
 WAITER: Schema = obj(
     {
@@ -262,31 +262,25 @@ WAITER: Schema = obj(
     }
 )
 
-LOCKS = {
-    "anyOf": [
-        obj(
-            {
-                "supported": {"const": True},
-                "waiting_total": INTEGER,
-                "longest_wait_s": nullable(NUMBER),
-                "chains": {
-                    "type": "array",
-                    "items": obj(
-                        {
-                            "pid": INTEGER,
-                            "state": nullable(STRING),
-                            "transaction_age_s": nullable(NUMBER),
-                            "query": nullable(STRING),
-                            "blocks": {"type": "array", "items": WAITER},
-                        }
-                    ),
-                },
-            }
-        ),
-        UNSUPPORTED,
-    ]
-}
+LOCKS = or_unsupported(
+    {
+        "waiting_total": INTEGER,
+        "longest_wait_s": nullable(NUMBER),
+        "chains": {
+            "type": "array",
+            "items": obj(
+                {
+                    "pid": INTEGER,
+                    "state": nullable(STRING),
+                    "transaction_age_s": nullable(NUMBER),
+                    "query": nullable(STRING),
+                    "blocks": {"type": "array", "items": WAITER},
+                }
+            ),
+        },
+    }
+)
 
 KILL_REQUEST = {"type": "object", "properties": {"backend_start": {"type": "string"}}}
 
-KILLED = {"anyOf": [obj({"supported": {"const": True}, "pid": INTEGER}), UNSUPPORTED]}
+KILLED = or_unsupported({"pid": INTEGER})

@@ -33,3 +33,5 @@ def test_upgrade_check_downgrade_upgrade(make_app, database_url):
     assert tables(app) & (TABLES - {"alembic_version"}) == set()
     assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
     assert TABLES <= tables(app)
+    check = runner.invoke(args=["db", "check"])  # the indexes are back too: a downgrade drops them with their tables
+    assert check.exit_code == 0, check.output

@@ -12,8 +12,6 @@ import sqlalchemy as sa
 # revision identifiers, used by Alembic.
 revision = '5d1e7c2a9b40'
 down_revision = 'b617f5fbdcf9'
-branch_labels = None
-depends_on = None
 
 
 def upgrade():

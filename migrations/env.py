@@ -3,6 +3,7 @@ import logging
 from flask import current_app
 
 from alembic import context
+from alembic.operations import ops
 
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
@@ -37,6 +38,25 @@ def get_metadata():
     if hasattr(target_db, 'metadatas'):
         return target_db.metadatas[None]
     return target_db.metadata
+
+
+def indexes_beside_new_tables(operations):
+    """Autogenerate's batch blocks around the indexes of a table the revision creates or drops:
+    plain op.create_index calls after the new table; no drop_index before a dropped table
+    (dropping a table drops its indexes)."""
+    created = {op.table_name for op in operations.ops if isinstance(op, ops.CreateTableOp)}
+    dropped = {op.table_name for op in operations.ops if isinstance(op, ops.DropTableOp)}
+
+    def only(kind, op):
+        return isinstance(op, ops.ModifyTableOps) and all(isinstance(step, kind) for step in op.ops)
+
+    kept = []
+    for op in operations.ops:
+        if only(ops.CreateIndexOp, op) and op.table_name in created:
+            kept.extend(op.ops)
+        elif not (only(ops.DropIndexOp, op) and op.table_name in dropped):
+            kept.append(op)
+    operations.ops = kept
 
 
 def run_migrations_offline():
@@ -77,6 +97,9 @@ def run_migrations_online():
             if script.upgrade_ops.is_empty():
                 directives[:] = []
                 logger.info('No changes in schema detected.')
+                return
+            indexes_beside_new_tables(script.upgrade_ops)
+            indexes_beside_new_tables(script.downgrade_ops)
 
     conf_args = current_app.extensions['migrate'].configure_args
     if conf_args.get("process_revision_directives") is None:

@@ -1,12 +1,11 @@
 """What the console tests share: a canary table, and what a call may leave behind on the server."""
 from __future__ import annotations
 
-import time
-
 import pytest
 import sqlalchemy as sa
 
 from tests.conftest import admin_engine
+from tests.faults import wait_for
 
 CANARY_ROWS = [(1, "one"), (2, "two"), (3, "three")]
 LOCK_NAMES = ("x", "dbhealth")  # the MySQL named locks the attacks try to take
@@ -76,11 +75,5 @@ def leftovers(url: str) -> dict[str, int]:
 
 def assert_nothing_left(url: str, within: float = 2.0) -> None:
     """No lock, console session or running statement, allowing a closed session ``within`` seconds to go."""
-    give_up = time.monotonic() + within
-    while True:
-        found = leftovers(url)
-        if not any(found.values()):
-            return
-        if time.monotonic() > give_up:
-            raise AssertionError(f"left on the server: {found}")
-        time.sleep(0.05)
+    wait_for(lambda: not any(leftovers(url).values()), lambda: f"nothing left on the server: {leftovers(url)}",
+             timeout=within, interval=0.05)

@@ -1,5 +1,6 @@
 """Real faults for tests: a TCP proxy that can blackhole or reset, a private PostgreSQL
-cluster the tests may stop and restart, and a gunicorn server run as a subprocess.
+cluster the tests may stop and restart, and a gunicorn server run as a subprocess;
+and ``wait_for``, the one way a test waits for something to become true.
 
 Nothing here touches the shared servers' processes: the cluster and the
 server are started by the test, and stopped by the pid the test started.
@@ -25,6 +26,54 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(condition, what="the condition", timeout: float = 20.0, interval: float = 0.1, ignoring=()):
+    """``condition()`` until it returns something true, which is returned; fail after ``timeout`` seconds.
+
+    :param what: what is waited for, named in the failure: text, or a function called then (to show the state).
+    :param ignoring: exception classes that count as "not yet" (a page mid-refresh, a port not yet open).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+        except ignoring:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:g}s for {what() if callable(what) else what}")
+        time.sleep(interval)
+
+
+def until_started(process: subprocess.Popen, ready, timeout: float, name: str, logs) -> None:
+    """Wait for ``ready()`` (an OSError counts as not yet) while ``process`` runs; fail showing ``logs()``
+    once it has exited or ``timeout`` seconds have passed."""
+
+    def up():
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited while starting:\n{logs()}")
+        return ready()
+
+    wait_for(up, lambda: f"{name} to start:\n{logs()}", timeout, interval=0.05, ignoring=(OSError,))
+
+
+def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    """Send ``sig`` to a process the test started, if it still runs; kill it if it has not exited within ``timeout``."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def accepts(port: int) -> bool:
+    """True once something listens on 127.0.0.1:``port``; an OSError before."""
+    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    return True
 
 
 def free_port() -> int:
@@ -237,17 +286,11 @@ class PrivateMariaDB:
              "--innodb-buffer-pool-size=16M", "--relay-log=relay-bin", *options],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    if sock.recv(1):  # the server's greeting: it is accepting logins
-                        break
-            except OSError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mariadbd did not start:\n{Path(self.log_path).read_text()}")
-            time.sleep(0.1)
+        until_started(self.process, self._greets, 60, "mariadbd", lambda: Path(self.log_path).read_text())
+
+    def _greets(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+            return bool(sock.recv(1))  # the server's greeting: it is accepting logins
 
     def url(self, database: str = "mysql") -> str:
         return f"mariadb://root@127.0.0.1:{self.port}/{database}"
@@ -265,13 +308,7 @@ class PrivateMariaDB:
             connection.close()
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -292,32 +329,18 @@ class Gunicorn:
             )
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                if self.get(ready_path)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn did not start:\n{self.logs()}")
-            time.sleep(0.1)
+        until_started(self.process, lambda: self.get(ready_path)[0] == 200, 30, "gunicorn", self.logs)
         if env.get("INSTANCE_PATH"):
-            self._wait_for_every_worker(os.path.join(env["INSTANCE_PATH"], "workers"), workers, deadline)
+            # Until each worker is past post_worker_init (its poller has written its file), so that a
+            # fault a test makes next does not meet a worker still loading at boot.
+            folder = os.path.join(env["INSTANCE_PATH"], "workers")
+            until_started(self.process, lambda: self._every_worker_wrote(folder, workers), deadline - time.monotonic(),
+                          "every gunicorn worker", self.logs)
 
-    def _wait_for_every_worker(self, folder: str, workers: int, deadline: float) -> None:
-        """Until each worker is past post_worker_init (its poller has written its file), so that a
-        fault a test makes next does not meet a worker still loading at boot."""
-        while True:
-            pids = set(self.worker_pids())
-            try:
-                written = {int(name[:-5]) for name in os.listdir(folder) if name[:-5].isdigit()}
-            except FileNotFoundError:
-                written = set()
-            if len(pids) >= workers and pids <= written:
-                return
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn workers did not all start:\n{self.logs()}")
-            time.sleep(0.05)
+    def _every_worker_wrote(self, folder: str, workers: int) -> bool:
+        pids = set(self.worker_pids())
+        written = {int(name[:-5]) for name in os.listdir(folder) if name[:-5].isdigit()}
+        return len(pids) >= workers and pids <= written
 
     def get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET", timeout: float = 30):
         request = urllib.request.Request(self.url + path, headers=headers or {}, method=method)
@@ -336,13 +359,7 @@ class Gunicorn:
 
     def stop(self, quick: bool = False) -> None:
         """Graceful stop; ``quick`` (SIGQUIT) does not wait for stuck workers."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGQUIT if quick else signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, signal.SIGQUIT if quick else signal.SIGTERM, timeout=20)
 
 
 def pgbouncer_bin() -> str:
@@ -389,15 +406,7 @@ class PgBouncer:
         self.process = subprocess.Popen(
             [binary, ini], user=user, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"pgbouncer did not start:\n{self.log()}")
-                time.sleep(0.05)
+        until_started(self.process, lambda: accepts(self.port), 15, "pgbouncer", self.log)
 
     def url(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -428,11 +437,5 @@ class PgBouncer:
             return ""
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()  # SIGTERM: immediate shutdown
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)  # SIGTERM: pgbouncer's immediate shutdown
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -10,6 +10,7 @@ import json
 import re
 import threading
 import time
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -18,12 +19,14 @@ from backend.alerts import notify
 from backend.fleet import poller
 from backend.health import shared
 from backend.state import state
+from tests import faults
 from tests.conftest import bearer, create_database
 from tests.faults import Gunicorn, Proxy
 
 SECRET = "alerts-tests-secret-key-0123456789abcdef"
 SECRET_PATH = "T000/B000/s3cr3tpathpart"
 FIELDS = {"component", "from", "to", "at", "message", "instance", "consecutive_failures", "text"}
+wait_for = partial(faults.wait_for, timeout=30)  # an alert needs 3 probes of 1 s, then a delivery that may be retried
 
 
 class Receiver:
@@ -116,13 +119,6 @@ def viewer(server):
 
     app = create_app({"APP_ENV": "testing", "JWT_SECRET_KEY": SECRET, "DB_HEALTH_CHECK_INTERVAL": 0})
     return bearer(app, "viewer")
-
-
-def wait_for(condition, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
 
 
 def health(server, viewer, force=False):

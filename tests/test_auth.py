@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 
 import jwt as pyjwt
 import pytest
@@ -13,6 +12,7 @@ from backend.auth.users import create_user
 from backend.extensions import db
 from backend.models import AuditEvent, RevokedToken, User
 from tests.conftest import bearer
+from tests.faults import wait_for
 
 VIEWER_ROUTES = [("get", "/api/database/health"), ("get", "/api/database/info"), ("get", "/api/database/status")]
 ADMIN_ROUTES = [("post", "/api/database/test"), ("post", "/api/database/reconnect"), ("get", "/api/database/audit")]
@@ -113,10 +113,8 @@ def test_bad_tokens_are_invalid_token(sqlite_app, kind):
 def test_expired_token(sqlite_app):
     headers = bearer(sqlite_app, "viewer", expires_in=1)
     client = sqlite_app.test_client()
-    deadline = time.monotonic() + 5
-    while (response := client.get("/api/database/info", headers=headers)).status_code == 200:
-        assert time.monotonic() < deadline, "the token never expired"
-        time.sleep(0.05)
+    response = wait_for(lambda: (r := client.get("/api/database/info", headers=headers)).status_code != 200 and r,
+                        "the token to expire", timeout=5, interval=0.05)
     assert response.status_code == 401
     assert response.json["code"] == "token_expired"
 
@@ -135,10 +133,8 @@ def test_logout_revokes_everywhere_and_survives_restart(app, make_app, database_
     assert client.get("/api/database/info", headers=headers).json["code"] == "token_revoked"
 
     # The other process learns of it within the refresh interval, without a round trip per request.
-    deadline = time.monotonic() + 10
-    while other.test_client().get("/api/database/info", headers=headers).status_code == 200:
-        assert time.monotonic() < deadline, "revocation never reached the second app"
-        time.sleep(0.2)
+    wait_for(lambda: other.test_client().get("/api/database/info", headers=headers).status_code != 200,
+             "the revocation to reach the second app", timeout=10, interval=0.2)
     assert other.test_client().get("/api/database/info", headers=headers).json["code"] == "token_revoked"
 
     restarted = make_app(migrate=False, DATABASE_URL=database_url)

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from backend.extensions import db
 from backend.models import AuditEvent
 from tests.conftest import create_database
-from tests.faults import ROOT, Proxy, free_port
+from tests.faults import ROOT, Proxy, free_port, wait_for
 
 SECRET = "offline-cli-tests-secret-key-0123456789abcd"
 
@@ -62,14 +62,10 @@ def test_issue_token_works_with_the_database_down_or_frozen_and_audits_later(mak
         with app.app_context():
             return db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "token_issued")).all()
 
-    deadline = time.monotonic() + 10
-    while not stored():
-        assert time.monotonic() < deadline, "the spooled audit event was never stored"
-        time.sleep(0.1)
+    wait_for(stored, "the spooled audit event to be stored", timeout=10)
     spool = tmp_path / "instance" / "audit-spool.jsonl"
-    while spool.stat().st_size:  # emptied once stored: no later tick can store it again
-        assert time.monotonic() < deadline, "the spool was not emptied"
-        time.sleep(0.1)
+    # Emptied once stored: no later tick can store it again.
+    wait_for(lambda: spool.stat().st_size == 0, "the spool to be emptied", timeout=10)
     (event,) = stored()
     assert event.target == "prometheus" and event.detail == {"role": "viewer", "expires_in": 86400}
     assert event.actor.startswith("cli:")

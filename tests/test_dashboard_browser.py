@@ -12,6 +12,7 @@ import os
 import threading
 import time
 import urllib.request
+from functools import partial
 
 import pytest
 import sqlalchemy as sa
@@ -20,6 +21,7 @@ from selenium.common.exceptions import WebDriverException
 
 from backend import create_app
 from backend.extensions import db
+from tests import faults
 from tests.browser import Browser, require_chromium
 from tests.conftest import SERVERS, create_database
 from tests.faults import Gunicorn, Proxy
@@ -28,6 +30,8 @@ SECRET = "dashboard-tests-secret-key-0123456789abcdef"
 PASSWORD = "correct horse battery staple"
 RED = "rgba(207, 34, 46, 1)"  # --bad in dashboard.css
 WAIT_S = 30  # a refresh is every 5 s; a busy machine gets a margin
+# While the page is mid-refresh, elements come and go: a WebDriverException is "not yet".
+wait_for = partial(faults.wait_for, timeout=WAIT_S, ignoring=(WebDriverException,))
 
 
 @pytest.fixture(scope="module")
@@ -93,21 +97,6 @@ def api(server, path, token=None, body=None):
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
-
-
-def wait_for(check, what, timeout=WAIT_S):
-    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-        except WebDriverException:  # the page is mid-refresh: elements come and go
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout}s for {what}")
-        time.sleep(0.1)
 
 
 def by_id(browser, element_id):

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from backend.auth.users import create_user
 from tests.conftest import bearer
-from tests.faults import PrivateCluster, Proxy
+from tests.faults import PrivateCluster, Proxy, wait_for
 
 BUDGET = 2.0 + 0.5  # DB_HEALTH_TIMEOUT + the half second SPEC section 7 allows
 
@@ -22,16 +22,6 @@ def create_database(cluster: PrivateCluster, name: str) -> None:
     with engine.connect() as connection:
         connection.exec_driver_sql(f"CREATE DATABASE {name}")
     engine.dispose()
-
-
-def poll(what, seconds: float):
-    """``what()`` until it returns something true, or fail after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while True:
-        value = what()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 def timed(call):
@@ -89,8 +79,8 @@ def test_a_promoted_replica_is_followed_named_and_flagged(pair, make_app, caplog
 
     caplog.set_level(logging.WARNING, logger="backend.health")
     replica.pg_ctl("promote")
-    response = poll(lambda: (r := client.get("/api/database/health?force=true", headers=viewer)).status_code == 200 and r, 20)
-    assert response, "the service did not follow the promoted replica"
+    response = wait_for(lambda: (r := client.get("/api/database/health?force=true", headers=viewer)).status_code == 200 and r,
+                        "the service to follow the promoted replica")
     data = response.json["data"]
     after = data["components"]["primary"]["server"]
     assert after["port"] == replica.port and after["in_recovery"] is False and after["timeline"] == 2
@@ -135,7 +125,7 @@ def test_a_frozen_first_host_does_not_spend_the_budget(lone, make_app):
             data = client.get("/api/database/health?force=true", headers=viewer).json["data"]
             return data["components"]["primary"]["server"]["unreachable_hosts"] == [f"127.0.0.1:{frozen.port}"]
 
-        assert poll(named, 6)
+        wait_for(named, "the frozen host to be named as one that did not answer", timeout=6)
     finally:
         frozen.close()
 

@@ -21,7 +21,7 @@ from flask_migrate import upgrade
 from backend import create_app
 from backend.state import state
 from tests.conftest import SERVERS, admin_engine, bearer
-from tests.faults import Gunicorn, PrivateCluster, Proxy
+from tests.faults import Gunicorn, PrivateCluster, Proxy, wait_for
 
 SECRET = "fleet-tests-secret-key-0123456789abcdef"
 ROUND_TRIP_MARGIN_S = 1.5  # deadline assertions on a busy 2-core machine
@@ -150,16 +150,6 @@ def status_of(server: Gunicorn, app) -> dict:
     return body["data"]
 
 
-def wait_for(condition, timeout: float = 20, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(step)
-
-
 def instance_id(server: Gunicorn) -> str:
     return call(server, "/livez")[2]["X-Instance-ID"]
 
@@ -231,7 +221,7 @@ def test_reconnect_reaches_every_worker_of_both_instances(fleet):
         now = fleet.connections()
         return all(not (before[name] & now[name]) for name in before)
 
-    wait_for(old_connections_gone, timeout=10, step=0.05)
+    wait_for(old_connections_gone, timeout=10, interval=0.05)
     elapsed = time.monotonic() - started
     assert elapsed <= 2 + ROUND_TRIP_MARGIN_S, elapsed
 

@@ -6,14 +6,13 @@ import math
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 from flask_migrate import downgrade
 
 from backend.state import state
 from tests.conftest import bearer, create_database
-from tests.faults import ROOT, Proxy, free_port
+from tests.faults import ROOT, Proxy, free_port, wait_for
 
 HEALTH_FIELDS = {
     "status", "database_type", "version", "timestamp", "response_time_ms", "cached", "pool_status", "message", "components",
@@ -302,10 +301,3 @@ def test_monitor_runs_in_the_background_and_logs_transitions_once(make_app, capl
     finally:
         proxy.close()
         drop()
-
-
-def wait_for(condition, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)

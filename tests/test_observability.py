@@ -5,13 +5,12 @@ import json
 import os
 import re
 import signal
-import time
 
 import pytest
 import sqlalchemy as sa
 
 from tests.conftest import bearer, create_database
-from tests.faults import Gunicorn, PrivateCluster
+from tests.faults import Gunicorn, PrivateCluster, wait_for
 
 SECRET = "observability-tests-secret-key-0123456789"
 
@@ -70,15 +69,18 @@ def test_metrics_add_up_over_workers_and_forget_dead_ones(served):
     assert 'route="/api/database/health"' in text and "/api/database/health?force" not in text
 
     # Both workers have probed: their pool sizes add up; a dead worker's gauges go away.
-    deadline = time.monotonic() + 20
-    while sample(server.get("/metrics")[1].decode(), "dbhealth_pool_size", component="primary") != 20:
-        assert time.monotonic() < deadline, "both workers never probed"
-        server.get("/api/database/health?force=true", headers=viewer)
+    def pool_size() -> float:
+        return sample(server.get("/metrics")[1].decode(), "dbhealth_pool_size", component="primary")
+
+    def both_probed() -> bool:
+        if pool_size() == 20:
+            return True
+        server.get("/api/database/health?force=true", headers=viewer)  # reaches one worker or the other
+        return False
+
+    wait_for(both_probed, "both workers to probe", interval=0)
     os.kill(server.worker_pids()[0], signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while sample(server.get("/metrics")[1].decode(), "dbhealth_pool_size", component="primary") != 10:
-        assert time.monotonic() < deadline, "the dead worker's gauge stayed"
-        time.sleep(0.2)
+    wait_for(lambda: pool_size() == 10, "the dead worker's gauge to go", interval=0.2)
     counters = server.get("/metrics")[1].decode()
     assert sample(counters, "dbhealth_http_requests_total", method="GET", route="/livez", status="200") == already + 40
 
@@ -160,9 +162,3 @@ def test_replica_lag_degrades_and_recovers(make_app, replication):
     admin.dispose()
     standby.dispose()
 
-
-def wait_for(condition, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.2)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from backend.auth.users import create_user
 from backend.state import state
 from tests.conftest import bearer
-from tests.faults import Gunicorn, PgBouncer, PrivateCluster, Proxy
+from tests.faults import Gunicorn, PgBouncer, PrivateCluster, Proxy, wait_for
 
 SECRET = "pgbouncer-tests-secret-key-0123456789abcdef"
 BUDGET = 2.0 + 0.5  # DB_HEALTH_TIMEOUT + the half second SPEC section 7 allows
@@ -115,11 +115,13 @@ def test_everything_works_behind_pgbouncer(pool_mode, cluster, upstream, make_ap
             assert call(server, "/api/database/health?force=true", token)[0] == 200
             assert call(server, "/api/auth/login", body={"username": "alice", "password": "correct horse"}, method="POST")[0] == 200
         # pgbouncer replaced the server connections it held, not only ours to it.
-        deadline = time.monotonic() + 5
-        while in_use & backends(cluster, database) and time.monotonic() < deadline:
-            call(server, "/api/database/health?force=true", token)
-            time.sleep(0.2)
-        assert not in_use & backends(cluster, database)
+        def replaced() -> bool:
+            if in_use & backends(cluster, database):
+                call(server, "/api/database/health?force=true", token)
+                return False
+            return True
+
+        wait_for(replaced, "pgbouncer to replace the server connections it held", timeout=5, interval=0.2)
     finally:
         if server:
             server.stop()
@@ -134,15 +136,11 @@ def small_bouncer(upstream):
     bouncer.close()
 
 
-def until_no_client_waits(pooler_now, timeout: float = 10.0):
+def until_no_client_waits(pooler_now):
     """The pooler component once no client waits: a worker's own connection may queue for a moment."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pooler = pooler_now()
-        if pooler["clients_waiting"] == 0 or time.monotonic() > deadline:
-            assert pooler["clients_waiting"] == 0, pooler
-            return pooler
-        time.sleep(0.2)
+    return wait_for(lambda: (pooler := pooler_now())["clients_waiting"] == 0 and pooler,
+                    lambda: f"no client waiting in the pooler: {pooler_now()}", timeout=10, interval=0.2)
+
 
 def test_a_full_queue_is_named_and_a_frozen_server_is_not(cluster, upstream, small_bouncer, make_app):
     app = prepared_app(make_app, cluster, small_bouncer, "app_queue", DB_HEALTH_CACHE_TTL=0, DB_OPERATION_TIMEOUT=2)
@@ -179,10 +177,7 @@ def test_a_full_queue_is_named_and_a_frozen_server_is_not(cluster, upstream, sma
             pool = next(p for p in small_bouncer.admin("SHOW POOLS") if p["database"] == "app_queue")
             return pool["cl_waiting"] >= 2 and pool["maxwait"] >= 1
 
-        deadline = time.monotonic() + 10
-        while not queued():
-            assert time.monotonic() < deadline, small_bouncer.admin("SHOW POOLS")
-            time.sleep(0.1)
+        wait_for(queued, lambda: f"two clients queued: {small_bouncer.admin('SHOW POOLS')}", timeout=10)
 
         started = time.monotonic()
         response = client.get("/api/database/health?force=true", headers=viewer)

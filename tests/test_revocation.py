@@ -21,7 +21,7 @@ from backend import create_app
 from backend.extensions import db
 from backend.state import state
 from tests.conftest import bearer, create_database
-from tests.faults import ROOT, Gunicorn
+from tests.faults import ROOT, Gunicorn, wait_for
 
 SECRET = "revocation-tests-secret-key-0123456789abcdef"
 DEADLINE_S = 2.0
@@ -107,10 +107,8 @@ def test_a_restarted_process_uses_its_local_copy_only_while_the_database_is_down
     assert client.post("/api/auth/logout", headers=headers).status_code == 200
     jti = pyjwt.decode(headers["Authorization"].split()[1], options={"verify_signature": False})["jti"]
     copy = tmp_path / "instance" / "revoked-tokens.json"
-    deadline = time.monotonic() + 5
-    while not (copy.exists() and jti in json.loads(copy.read_text() or "[]")):  # the next reload keeps it
-        assert time.monotonic() < deadline, "no local copy was written"
-        time.sleep(0.05)
+    wait_for(lambda: copy.exists() and jti in json.loads(copy.read_text() or "[]"),  # the next reload keeps it
+             "a local copy to be written", timeout=5, interval=0.05)
 
     down = make_app(migrate=False, DATABASE_URL="postgresql://nobody:pw@127.0.0.1:9/none", DB_RETRY_ATTEMPTS=0)
     down.config["JWT_SECRET_KEY"] = app.config["JWT_SECRET_KEY"]
@@ -132,24 +130,20 @@ def test_reload_failures_that_are_not_outages_are_logged_with_their_traceback(ma
     with app.app_context():
         db.session.execute(sa.text("ALTER TABLE revoked_tokens RENAME TO revoked_tokens_gone"))
         db.session.commit()
-    deadline = time.monotonic() + 5
-    while not [r for r in caplog.records if r.name == "backend.auth.revocation" and r.levelno >= logging.ERROR]:
-        assert time.monotonic() < deadline, "the failing reload was not logged as an error"
-        time.sleep(0.05)
-    record = next(r for r in caplog.records if r.name == "backend.auth.revocation" and r.levelno >= logging.ERROR)
+    record = wait_for(
+        lambda: [r for r in caplog.records if r.name == "backend.auth.revocation" and r.levelno >= logging.ERROR],
+        "the failing reload to be logged as an error", timeout=5, interval=0.05,
+    )[0]
     assert record.exc_info and "revoked_tokens" in caplog.text
 
 
 def test_reload_during_an_outage_is_one_warning_without_traceback(make_app, caplog):
     app = make_app(migrate=False, DATABASE_URL="postgresql://nobody:pw@127.0.0.1:9/none")
     assert app.test_client().get("/livez").status_code == 200
-    deadline = time.monotonic() + 5
-    while not [r for r in caplog.records if r.name == "backend.auth.revocation"]:
-        assert time.monotonic() < deadline, "the outage was not logged"
-        time.sleep(0.05)
+    wait_for(lambda: [r for r in caplog.records if r.name == "backend.auth.revocation"], "the outage to be logged",
+             timeout=5, interval=0.05)
     revoked = state(app).revoked
-    while revoked.failures < 3:  # a few more reloads fail the same way
-        assert time.monotonic() < deadline + 5, "the timer stopped reloading"
-        time.sleep(0.05)
+    # A few more reloads fail the same way.
+    wait_for(lambda: revoked.failures >= 3, "the timer to go on reloading", timeout=10, interval=0.05)
     records = [r for r in caplog.records if r.name == "backend.auth.revocation"]
     assert len(records) == 1 and records[0].levelno == logging.WARNING and not records[0].exc_info

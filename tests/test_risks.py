@@ -16,21 +16,11 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import bearer, create_database
-from tests.faults import PrivateCluster, PrivateMariaDB
+from tests.faults import PrivateCluster, PrivateMariaDB, wait_for
 
 # Risks measured on every probe, every probe fresh.
 EVERY_PROBE = {"DB_RISKS_EVERY_S": 0, "DB_HEALTH_CACHE_TTL": 0}
 RISK_FIELDS = {"risk", "value", "threshold", "unit", "over", "message"}
-
-
-def wait_for(condition, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
 
 
 def engine_for(url: str) -> sa.Engine:

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import pytest
 
 from tests.conftest import bearer
-from tests.faults import Gunicorn
+from tests.faults import Gunicorn, wait_for
 
 SECRET = "served-tests-secret-key-0123456789abcdefgh"
 
@@ -94,15 +94,14 @@ def test_started_at_is_the_workers_own_start(serve):
         time.sleep(0.05)
     killed_at = datetime.now(timezone.utc).replace(microsecond=0)
     os.kill(first, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while True:
-        pids = server.worker_pids()
-        if pids and pids != [first]:
+
+    def status_from_a_new_worker() -> bytes | None:
+        if server.worker_pids() not in ([], [first]):
             status, body, _ = server.get("/api/database/status", headers=admin)
-            if status == 200:
-                break
-        assert time.monotonic() < deadline, "no new worker"
-        time.sleep(0.05)
+            return body if status == 200 else None
+        return None
+
+    body = wait_for(status_from_a_new_worker, "a new worker", interval=0.05)
     process = json.loads(body)["data"]["process"]
     assert process["pid"] != first
     started = datetime.fromisoformat(process["started_at"].replace("Z", "+00:00"))

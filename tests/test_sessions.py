@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import admin_engine, bearer, create_database
-from tests.faults import Proxy
+from tests.faults import Proxy, wait_for
 
 SESSION_FIELDS = {
     "pid", "user", "application", "client_addr", "state", "backend_start", "transaction_start", "query_start",
@@ -26,17 +26,6 @@ SUMMARY_FIELDS = {
     "oldest_transaction_s", "sessions",
 }
 STATES = {"active", "idle", "idle_in_transaction", "idle_in_transaction_aborted", "other"}
-
-
-def wait_for(condition, timeout: float = 20.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 class Server:

@@ -21,7 +21,7 @@ from backend.db.urls import mask_url
 from backend.extensions import db
 from backend.state import state
 from tests.contract import ContractClient
-from tests.faults import PrivateCluster
+from tests.faults import PrivateCluster, Proxy
 
 SERVERS = {
     "postgresql": os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
@@ -38,15 +38,26 @@ def clean_environment(monkeypatch):
             monkeypatch.delenv(name)
 
 
+def engine_for(url: str, **options) -> sa.Engine:
+    """An engine without a pool on a test URL, with the drivers the service uses (psycopg2, pymysql)."""
+    url = url.replace("postgresql://", "postgresql+psycopg2://").replace("mariadb://", "mariadb+pymysql://")
+    return sa.create_engine(url, poolclass=sa.pool.NullPool, **options)
+
+
+def execute(engine: sa.Engine, *statements: str) -> None:
+    """Run statements as given (set-up and clean-up behind the service's back), then close the engine."""
+    try:
+        with engine.connect() as connection:
+            for statement in statements:
+                connection.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
 def admin_engine(kind: str) -> sa.Engine:
     """An engine on the shared server, or skip (fail under CI) naming the server."""
     url = SERVERS[kind]
-    engine = sa.create_engine(
-        url.replace("postgresql://", "postgresql+psycopg2://").replace("mariadb://", "mariadb+pymysql://"),
-        isolation_level="AUTOCOMMIT",
-        poolclass=sa.pool.NullPool,
-        connect_args={"connect_timeout": 3},
-    )
+    engine = engine_for(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
     try:
         engine.connect().close()
     except sa.exc.OperationalError as error:
@@ -61,19 +72,21 @@ def create_database(kind: str) -> tuple[str, callable]:
     """A fresh, uniquely named database on a shared server; returns (url, drop)."""
     engine = admin_engine(kind)
     name = f"dbhealth_{uuid.uuid4().hex[:12]}"
-    with engine.connect() as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    execute(engine, f"CREATE DATABASE {name}")
     url = sa.make_url(SERVERS[kind]).set(database=name).render_as_string(hide_password=False)
 
     def drop() -> None:
-        with engine.connect() as connection:
-            if kind == "postgresql":
-                connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            else:
-                connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
-        engine.dispose()
+        execute(engine, f"DROP DATABASE IF EXISTS {name}" + (" WITH (FORCE)" if kind == "postgresql" else ""))
 
     return url, drop
+
+
+def drop_roles(kind: str, *roles: str) -> None:
+    """Drop login roles a test made on a shared server, if they exist."""
+    if kind == "postgresql":
+        execute(admin_engine(kind), f"DROP ROLE IF EXISTS {', '.join(roles)}")
+    else:
+        execute(admin_engine(kind), "DROP USER IF EXISTS " + ", ".join(f"'{role}'@'%%'" for role in roles))
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
@@ -157,6 +170,12 @@ def admin(app):
 @pytest.fixture(scope="module")
 def cluster():
     """A PostgreSQL cluster of the tests' own, for faults (a module may define its own with other settings)."""
-    cluster = PrivateCluster()
-    yield cluster
-    cluster.close()
+    with PrivateCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def proxy(cluster):
+    """A fault proxy in front of ``cluster``."""
+    with Proxy(cluster.port) as proxy:
+        yield proxy

@@ -82,7 +82,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Proxy:
+class Closing:
+    """What a test starts and must close: ``with`` closes it, whatever happens inside."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class Proxy(Closing):
     """A TCP proxy with modes: ``pass``, ``blackhole`` (accept, never answer, stop
     forwarding on open connections) and ``reset`` (refuse and reset connections);
     ``delay`` adds latency to every chunk forwarded."""
@@ -190,6 +200,29 @@ def _reset(sock: socket.socket) -> None:
     sock.close()
 
 
+def run_sql(connection, *statements: str) -> list[dict]:
+    """Run statements as given on a DB-API connection in autocommit, then close it; the rows of the last, as dicts."""
+    try:
+        with connection.cursor() as cursor:
+            for statement in statements:
+                cursor.execute(statement)
+            if cursor.description is None:
+                return []
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+    finally:
+        connection.close()
+
+
+def postgres_execute(url: str, *statements: str) -> list[dict]:
+    """``run_sql`` with psycopg2, whose simple query protocol pgbouncer's admin console requires."""
+    import psycopg2
+
+    connection = psycopg2.connect(url, connect_timeout=3)
+    connection.autocommit = True
+    return run_sql(connection, *statements)
+
+
 def postgres_bin(name: str) -> str:
     """A PostgreSQL server binary, or skip naming it (under CI=true a failure: nothing may skip there)."""
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
@@ -201,7 +234,7 @@ def postgres_bin(name: str) -> str:
     return found[-1]
 
 
-class PrivateCluster:
+class PrivateCluster(Closing):
     """A PostgreSQL cluster of the test's own, in a temporary folder on a free port."""
 
     def __init__(self, primary: PrivateCluster | None = None, settings: str = "") -> None:
@@ -244,6 +277,10 @@ class PrivateCluster:
     def url(self, port: int | None = None, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{port or self.port}/{database}"
 
+    def execute(self, *statements: str, database: str = "postgres") -> list[dict]:
+        """Run statements as postgres (set-up: databases, roles); the rows of the last."""
+        return postgres_execute(self.url(database=database), *statements)
+
     def close(self) -> None:
         try:
             self.pg_ctl("stop", "-m", "immediate")
@@ -252,7 +289,7 @@ class PrivateCluster:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-class PrivateMariaDB:
+class PrivateMariaDB(Closing):
     """A MariaDB server of the test's own (mariadb-install-db, mariadbd) in a temporary folder on a free port.
 
     For what must not happen on the shared server: making it a replica, for one,
@@ -295,17 +332,12 @@ class PrivateMariaDB:
     def url(self, database: str = "mysql") -> str:
         return f"mariadb://root@127.0.0.1:{self.port}/{database}"
 
-    def execute(self, *statements: str) -> None:
-        """Run statements as root (set-up: users, databases)."""
+    def execute(self, *statements: str) -> list[dict]:
+        """Run statements as root (set-up: users, databases); the rows of the last."""
         import pymysql
 
-        connection = pymysql.connect(host="127.0.0.1", port=self.port, user="root", autocommit=True, ssl_disabled=True)
-        try:
-            with connection.cursor() as cursor:
-                for statement in statements:
-                    cursor.execute(statement)
-        finally:
-            connection.close()
+        return run_sql(pymysql.connect(host="127.0.0.1", port=self.port, user="root", autocommit=True, ssl_disabled=True),
+                       *statements)
 
     def close(self) -> None:
         stop_process(self.process)
@@ -373,7 +405,7 @@ def pgbouncer_bin() -> str:
     return found
 
 
-class PgBouncer:
+class PgBouncer(Closing):
     """A pgbouncer of the test's own on a free port, as the postgres user, never a system service.
 
     Every database name is forwarded to ``target_port``; ``postgres`` is an
@@ -415,20 +447,8 @@ class PgBouncer:
         return self.url("pgbouncer")
 
     def admin(self, statement: str) -> list[dict]:
-        """Rows of one admin console command (simple query protocol: psycopg2 in autocommit)."""
-        import psycopg2
-
-        connection = psycopg2.connect(self.admin_url(), connect_timeout=3)
-        connection.autocommit = True
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(statement)
-                if cursor.description is None:
-                    return []
-                names = [column.name for column in cursor.description]
-                return [dict(zip(names, row)) for row in cursor.fetchall()]
-        finally:
-            connection.close()
+        """Rows of one admin console command."""
+        return postgres_execute(self.admin_url(), statement)
 
     def log(self) -> str:
         try:

@@ -12,7 +12,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import bearer, create_database
+from tests.conftest import bearer, create_database, engine_for, execute
 from tests.console_support import assert_nothing_left, canary, kind_of, run  # noqa: F401
 
 REFUSED = (400,)
@@ -148,10 +148,8 @@ def test_session_settings_change_how_the_statement_is_read(make_app):
     """standard_conforming_strings off: backslash escapes in '...' (PostgreSQL reads it so, and so must we)."""
     url, drop = create_database("postgresql")
     try:
-        server = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"), isolation_level="AUTOCOMMIT")
-        with server.connect() as connection:
-            connection.exec_driver_sql(f"ALTER DATABASE {sa.make_url(url).database} SET standard_conforming_strings = off")
-        server.dispose()
+        execute(engine_for(url, isolation_level="AUTOCOMMIT"),
+                f"ALTER DATABASE {sa.make_url(url).database} SET standard_conforming_strings = off")
         app = make_app(DATABASE_URL=url)
         client, headers = app.test_client(), bearer(app, "admin")
         smuggled = run(client, headers, "SELECT 'a\\' , pg_advisory_lock(1) -- ' AS x")

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from backend.console.runner import open_session
-from tests.conftest import admin_engine, bearer, create_database
+from tests.conftest import admin_engine, bearer, create_database, drop_roles, engine_for, execute
 from tests.console_support import run
 from tests.faults import ROOT, Proxy
 
@@ -26,34 +26,21 @@ def readonly_role():
         url, drop = create_database(kind)
         name = sa.make_url(url).database
         role = f"ro_{name.rsplit('_', 1)[1]}"
-        server = admin_engine(kind)
-        with server.connect() as connection:
-            if kind == "postgresql":
-                connection.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
-                connection.exec_driver_sql(f"REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC")
-            else:
-                connection.exec_driver_sql(f"CREATE USER '{role}'@'%%'")
-                connection.exec_driver_sql(f"GRANT SELECT ON {name}.* TO '{role}'@'%%'")
-        database = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://").replace(
-            "mariadb://", "mariadb+pymysql://"), isolation_level="AUTOCOMMIT")
-        with database.connect() as connection:
-            connection.exec_driver_sql("CREATE TABLE canary (id INTEGER PRIMARY KEY)")
-            for grant in grants:
-                connection.exec_driver_sql(grant.format(role=role if kind == "postgresql" else f"'{role}'@'%%'", db=name))
-        database.dispose()
-        made.append((kind, role, drop, server))
+        made.append((kind, role, drop))
+        if kind == "postgresql":
+            execute(admin_engine(kind), f"CREATE ROLE {role} LOGIN", f"REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC")
+        else:
+            execute(admin_engine(kind), f"CREATE USER '{role}'@'%%'", f"GRANT SELECT ON {name}.* TO '{role}'@'%%'")
+        grantee = role if kind == "postgresql" else f"'{role}'@'%%'"
+        execute(engine_for(url, isolation_level="AUTOCOMMIT"), "CREATE TABLE canary (id INTEGER PRIMARY KEY)",
+                *(grant.format(role=grantee, db=name) for grant in grants))
         user = sa.make_url(url).username
         return url, url.replace(f"{user}@", f"{role}@")
 
     yield make
-    for kind, role, drop, server in made:
+    for kind, role, drop in made:
         drop()
-        with server.connect() as connection:
-            if kind == "postgresql":
-                connection.exec_driver_sql(f"DROP ROLE IF EXISTS {role}, {role}_w")
-            else:
-                connection.exec_driver_sql(f"DROP USER IF EXISTS '{role}'@'%%'")
-        server.dispose()
+        drop_roles(kind, role, f"{role}_w")  # the role a grant above may have made for it
 
 
 def flask_check(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -180,14 +167,12 @@ def test_the_readme_recipe_passes_and_hides_password_hashes(make_app, kind):
     role = f"ro_{name.rsplit('_', 1)[1]}"
     try:
         make_app(DATABASE_URL=url)  # the tables
-        database = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://").replace(
-            "mariadb://", "mariadb+pymysql://"), isolation_level="AUTOCOMMIT")
-        with database.connect() as connection:
-            for statement in _recipe(kind):
-                statement = statement.replace("dbhealth_ro", role).replace("'...'", "'secret'")
-                statement = statement.replace(" app ", f" {name} ").replace(" app.", f" {name}.")
-                connection.exec_driver_sql(statement.replace("%", "%%") if kind == "mariadb" else statement)
-        database.dispose()
+        statements = []
+        for statement in _recipe(kind):
+            statement = statement.replace("dbhealth_ro", role).replace("'...'", "'secret'")
+            statement = statement.replace(" app ", f" {name} ").replace(" app.", f" {name}.")
+            statements.append(statement.replace("%", "%%") if kind == "mariadb" else statement)
+        execute(engine_for(url, isolation_level="AUTOCOMMIT"), *statements)
         readonly = sa.make_url(url).set(username=role, password="secret").render_as_string(hide_password=False)
         app = make_app(DATABASE_URL=url, DATABASE_READONLY_URL=readonly)
         client, headers = app.test_client(), bearer(app, "admin")
@@ -197,7 +182,4 @@ def test_the_readme_recipe_passes_and_hides_password_hashes(make_app, kind):
         assert denied.status_code == 400 and denied.json["code"] == "query_error", denied.json
     finally:
         drop()
-        server = admin_engine(kind)
-        with server.connect() as connection:
-            connection.exec_driver_sql(f"DROP ROLE IF EXISTS {role}" if kind == "postgresql" else f"DROP USER IF EXISTS '{role}'@'%%'")
-        server.dispose()
+        drop_roles(kind, role)

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import admin_engine, bearer, create_database
+from tests.conftest import bearer, create_database, drop_roles, engine_for, execute
 from tests.console_support import assert_nothing_left, kind_of, run
 from tests.faults import Gunicorn, Proxy
 
@@ -174,10 +174,8 @@ def test_a_frozen_server_costs_no_more_than_the_budget(make_app):
     url, drop = create_database("postgresql")
     name = sa.make_url(url).database
     role = f"ro_{name.rsplit('_', 1)[1]}"
-    server = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"), isolation_level="AUTOCOMMIT")
-    with server.connect() as connection:
-        connection.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
-        connection.exec_driver_sql(f"REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC")
+    execute(engine_for(url, isolation_level="AUTOCOMMIT"),
+            f"CREATE ROLE {role} LOGIN", f"REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC")
     proxy = Proxy(5432)
     try:
         readonly = url.replace("postgres@", f"{role}@").replace(":5432/", f":{proxy.port}/")
@@ -206,9 +204,5 @@ def test_a_frozen_server_costs_no_more_than_the_budget(make_app):
         assert [event["outcome"] for event in events] == ["query_timeout", "db_unavailable"]
     finally:
         proxy.close()
-        server.dispose()
         drop()
-        admin = admin_engine("postgresql")
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
-        admin.dispose()
+        drop_roles("postgresql", role)

@@ -23,7 +23,7 @@ from backend import create_app
 from backend.extensions import db
 from tests import faults
 from tests.browser import Browser, require_chromium
-from tests.conftest import SERVERS, create_database
+from tests.conftest import SERVERS, create_database, engine_for
 from tests.faults import Gunicorn, Proxy
 
 SECRET = "dashboard-tests-secret-key-0123456789abcdef"
@@ -201,7 +201,7 @@ def test_viewer_sees_cards_chart_and_transitions_without_admin_tools(server, bro
 def test_sessions_and_blocking_chains_or_no_panel(site, browser):
     """With /sessions and /locks (SPEC 10) the panel shows a real lock wait; where they answer 404 it is hidden."""
     server, _, url = site
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"), poolclass=sa.pool.NullPool)
+    engine = engine_for(url)
     with engine.connect() as holder, engine.connect() as waiter:
         holder.exec_driver_sql("CREATE TABLE IF NOT EXISTS held (id int)")
         holder.commit()

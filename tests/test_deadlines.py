@@ -26,7 +26,7 @@ from backend import create_app
 from backend.auth.users import create_user
 from backend.state import state
 from tests.conftest import bearer
-from tests.faults import ROOT, Gunicorn, Proxy
+from tests.faults import ROOT, Gunicorn
 
 OP = 2.0  # DB_OPERATION_TIMEOUT
 HEALTH = 1.0  # DB_HEALTH_TIMEOUT
@@ -40,10 +40,7 @@ PASSWORD = "correct horse battery"
 @pytest.fixture(scope="module")
 def database(cluster, tmp_path_factory):
     """A migrated database on the private cluster with an admin who can log in; returns its name."""
-    admin = sa.create_engine(cluster.url().replace("postgresql://", "postgresql+psycopg2://"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql("CREATE DATABASE deadlines")
-    admin.dispose()
+    cluster.execute("CREATE DATABASE deadlines")
     app = create_app(settings(cluster.url(database="deadlines"), tmp_path_factory.mktemp("migrate")))
     with app.app_context():
         upgrade()
@@ -66,13 +63,6 @@ def settings(url: str, instance, **extra) -> dict[str, str]:
         "LOG_LEVEL": "WARNING",
         **{key: str(value) for key, value in extra.items()},
     }
-
-
-@pytest.fixture
-def proxy(cluster):
-    proxy = Proxy(cluster.port)
-    yield proxy
-    proxy.close()
 
 
 @pytest.fixture

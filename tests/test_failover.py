@@ -8,20 +8,12 @@ import time
 from datetime import timezone
 
 import pytest
-import sqlalchemy as sa
 
 from backend.auth.users import create_user
-from tests.conftest import bearer
+from tests.conftest import bearer, engine_for
 from tests.faults import PrivateCluster, Proxy, wait_for
 
 BUDGET = 2.0 + 0.5  # DB_HEALTH_TIMEOUT + the half second SPEC section 7 allows
-
-
-def create_database(cluster: PrivateCluster, name: str) -> None:
-    engine = sa.create_engine(cluster.url().replace("postgresql://", "postgresql+psycopg2://"), isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    engine.dispose()
 
 
 def timed(call):
@@ -34,7 +26,7 @@ def timed(call):
 def pair():
     """A primary with the app's database, and a streaming replica of it."""
     primary = PrivateCluster()
-    create_database(primary, "app")
+    primary.execute("CREATE DATABASE app")
     replica = PrivateCluster(primary=primary)
     yield primary, replica
     replica.close()
@@ -44,7 +36,7 @@ def pair():
 @pytest.fixture(scope="module")
 def lone():
     cluster = PrivateCluster()
-    create_database(cluster, "app")
+    cluster.execute("CREATE DATABASE app")
     yield cluster
     cluster.close()
 
@@ -138,7 +130,7 @@ def test_health_names_the_server_that_answered(app, client, viewer, database_url
     if kind == "sqlite":
         assert server["address"] is None
         return
-    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg2://").replace("mariadb://", "mariadb+pymysql://"))
+    engine = engine_for(database_url)
     with engine.connect() as connection:
         if kind == "postgresql":
             port, started = connection.exec_driver_sql("SELECT inet_server_port(), pg_postmaster_start_time()").one()

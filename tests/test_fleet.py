@@ -20,7 +20,7 @@ from flask_migrate import upgrade
 
 from backend import create_app
 from backend.state import state
-from tests.conftest import SERVERS, admin_engine, bearer
+from tests.conftest import SERVERS, admin_engine, bearer, engine_for
 from tests.faults import Gunicorn, PrivateCluster, Proxy, wait_for
 
 SECRET = "fleet-tests-secret-key-0123456789abcdef"
@@ -83,18 +83,10 @@ def fleet(request, tmp_path_factory):
         if kind == "postgresql":
             cluster = PrivateCluster(settings="shared_preload_libraries = 'pg_stat_statements'\n")
             cleanup.append(cluster.close)
-            admin = sa.create_engine(cluster.url(database="postgres").replace("postgresql://", "postgresql+psycopg2://"),
-                                     isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
             database, port = "app", cluster.port
-            with admin.connect() as connection:
-                connection.exec_driver_sql("CREATE DATABASE app")
-                for user in users.values():
-                    connection.exec_driver_sql(f"CREATE ROLE {user} LOGIN SUPERUSER")
-            admin.dispose()
-            admin = sa.create_engine(cluster.url(database="app").replace("postgresql://", "postgresql+psycopg2://"),
-                                     isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-            with admin.connect() as connection:
-                connection.exec_driver_sql("CREATE EXTENSION pg_stat_statements")
+            cluster.execute("CREATE DATABASE app", *(f"CREATE ROLE {user} LOGIN SUPERUSER" for user in users.values()))
+            cluster.execute("CREATE EXTENSION pg_stat_statements", database="app")
+            admin = engine_for(cluster.url(database="app"), isolation_level="AUTOCOMMIT")
 
             def url(user: str, port_: int) -> str:
                 return f"postgresql://{user}@127.0.0.1:{port_}/app"

@@ -5,16 +5,13 @@ cluster that wants a password, pgbouncer refusing a startup parameter, MariaDB.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tempfile
 import time
 
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import IN_CI, SERVERS, admin_engine
-from tests.faults import PrivateCluster, free_port
+from tests.conftest import SERVERS, admin_engine
+from tests.faults import PgBouncer, PrivateCluster
 
 RETRY_DELAY = 1.0  # a retried failure would sleep at least this long before its second attempt
 
@@ -28,49 +25,16 @@ def cluster():
     with open(os.path.join(cluster.data, "pg_hba.conf"), "w") as hba:
         hba.write("host all keeper 127.0.0.1/32 scram-sha-256\n" + rules)
     cluster.pg_ctl("reload")
-    engine = sa.create_engine(cluster.url().replace("postgresql://", "postgresql+psycopg2://"), isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.exec_driver_sql("CREATE ROLE keeper LOGIN PASSWORD 'the-right-one'")
-    engine.dispose()
+    cluster.execute("CREATE ROLE keeper LOGIN PASSWORD 'the-right-one'")
     yield cluster
     cluster.close()
-
-
-def pgbouncer_binary() -> str:
-    found = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None)
-    if found is None:
-        if IN_CI:
-            pytest.fail("pgbouncer is required under CI=true (.ci/run installs it)")
-        pytest.skip("pgbouncer is not installed")
-    return found
 
 
 @pytest.fixture(scope="module")
 def pgbouncer(cluster):
     """pgbouncer in transaction mode in front of the cluster; returns its port."""
-    binary = pgbouncer_binary()
-    folder = tempfile.mkdtemp(prefix="dbhealth-pgbouncer-")
-    port = free_port()
-    with open(os.path.join(folder, "users.txt"), "w") as users:
-        users.write('"postgres" ""\n')
-    with open(os.path.join(folder, "pgbouncer.ini"), "w") as ini:
-        ini.write(
-            f"[databases]\n* = host=127.0.0.1 port={cluster.port}\n[pgbouncer]\nlisten_addr = 127.0.0.1\n"
-            f"listen_port = {port}\nauth_type = trust\nauth_file = {folder}/users.txt\npool_mode = transaction\n"
-            f"unix_socket_dir =\nlogfile = {folder}/log\npidfile = {folder}/pid\n"
-        )
-    command = [binary, "-d", os.path.join(folder, "pgbouncer.ini")]
-    if os.geteuid() == 0:  # pgbouncer refuses to run as root
-        shutil.chown(folder, "postgres")
-        command = ["runuser", "-u", "postgres", "--", *command]
-    subprocess.run(command, check=True, capture_output=True, timeout=30)
-    deadline = time.monotonic() + 10
-    while not os.path.exists(os.path.join(folder, "pid")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield port
-    with open(os.path.join(folder, "pid")) as pidfile:
-        os.kill(int(pidfile.read()), 15)
-    shutil.rmtree(folder, ignore_errors=True)
+    with PgBouncer(cluster.port, pool_mode="transaction") as bouncer:
+        yield bouncer.port
 
 
 def mariadb_wrong_password() -> str:

@@ -7,7 +7,6 @@ import re
 import signal
 
 import pytest
-import sqlalchemy as sa
 
 from tests.conftest import bearer, create_database
 from tests.faults import Gunicorn, PrivateCluster, wait_for
@@ -126,11 +125,7 @@ def replication():
 
 def test_replica_lag_degrades_and_recovers(make_app, replication):
     primary, replica = replication
-    admin = sa.create_engine(primary.url().replace("postgresql://", "postgresql+psycopg2://"), isolation_level="AUTOCOMMIT")
-    standby = sa.create_engine(replica.url().replace("postgresql://", "postgresql+psycopg2://"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql("CREATE TABLE IF NOT EXISTS ticks (n integer)")
-        connection.exec_driver_sql("INSERT INTO ticks VALUES (1)")
+    primary.execute("CREATE TABLE IF NOT EXISTS ticks (n integer)", "INSERT INTO ticks VALUES (1)")
     app = make_app(DATABASE_URL=primary.url(), DB_BIND_REPLICA=replica.url(), DB_REPLICA_MAX_LAG_S=1, DB_HEALTH_CACHE_TTL=0)
     client = app.test_client()
     headers = bearer(app)
@@ -144,11 +139,9 @@ def test_replica_lag_degrades_and_recovers(make_app, replication):
     assert data["components"]["replica"]["replica"] is True
     assert data["components"]["primary"]["replica"] is False
 
-    with standby.connect() as connection:
-        connection.exec_driver_sql("SELECT pg_wal_replay_pause()")
+    replica.execute("SELECT pg_wal_replay_pause()")
     try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql("INSERT INTO ticks VALUES (2)")
+        primary.execute("INSERT INTO ticks VALUES (2)")
         wait_for(lambda: replica_health()["status"] == "degraded")
         lagging = replica_health()["components"]["replica"]
         assert lagging["status"] == "degraded" and lagging["replication_lag_s"] > 1
@@ -156,9 +149,5 @@ def test_replica_lag_degrades_and_recovers(make_app, replication):
         status = client.get("/api/database/status", headers=headers).json["data"]
         assert status["server"]["replica"]["replica"] is True and status["server"]["replica"]["replication_lag_s"] > 1
     finally:
-        with standby.connect() as connection:
-            connection.exec_driver_sql("SELECT pg_wal_replay_resume()")
+        replica.execute("SELECT pg_wal_replay_resume()")
     wait_for(lambda: replica_health()["status"] == "healthy")
-    admin.dispose()
-    standby.dispose()
-

@@ -12,7 +12,6 @@ import urllib.request
 
 import psycopg2
 import pytest
-import sqlalchemy as sa
 
 from backend.auth.users import create_user
 from backend.state import state
@@ -31,23 +30,13 @@ def upstream(cluster):
     proxy.close()
 
 
-def direct(cluster: PrivateCluster, statement: str) -> list[tuple]:
-    engine = sa.create_engine(cluster.url().replace("postgresql://", "postgresql+psycopg2://"), isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            result = connection.exec_driver_sql(statement)
-            return result.all() if result.returns_rows else []
-    finally:
-        engine.dispose()
-
-
 def backends(cluster: PrivateCluster, database: str) -> set[int]:
-    return {pid for (pid,) in direct(cluster, f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}'")}
+    return {row["pid"] for row in cluster.execute(f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}'")}
 
 
 def prepared_app(make_app, cluster, bouncer, database, **settings):
     """An app on ``database`` through pgbouncer, migrated, with user alice; its own connections closed."""
-    direct(cluster, f"CREATE DATABASE {database}")
+    cluster.execute(f"CREATE DATABASE {database}")
     app = make_app(DATABASE_URL=bouncer.url(database), DB_PGBOUNCER_ADMIN_URL=bouncer.admin_url(), **settings)
     with app.app_context():
         create_user("alice", "correct horse", "admin")
@@ -201,7 +190,7 @@ def test_a_full_queue_is_named_and_a_frozen_server_is_not(cluster, upstream, sma
             assert response.status_code == 503 and response.json["code"] == "db_unavailable", response.json
             assert elapsed <= 2 + 1 + 0.5, (path, elapsed)
     finally:
-        direct(cluster, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'")
+        cluster.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'")
         for thread in threads:
             thread.join(10)
         for connection in clients:

@@ -10,30 +10,19 @@ import threading
 import time
 
 import pytest
-import sqlalchemy as sa
 
 from backend.state import state
 from tests.conftest import bearer
-from tests.faults import Gunicorn, Proxy
+from tests.faults import Gunicorn
 
 SECRET = "resilience-tests-secret-key-0123456789abcdef"
-
-
-@pytest.fixture
-def proxy(cluster):
-    proxy = Proxy(cluster.port)
-    yield proxy
-    proxy.close()
 
 
 @pytest.fixture
 def server_env(cluster, tmp_path):
     """Settings for a service on a fresh database of the private cluster, migrated."""
     name = f"app_{int(time.time() * 1000) % 10**9}"
-    admin = sa.create_engine(cluster.url().replace("postgresql://", "postgresql+psycopg2://"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    admin.dispose()
+    cluster.execute(f"CREATE DATABASE {name}")
 
     def env(port: int | None = None, **extra) -> dict[str, str]:
         return {
@@ -138,13 +127,8 @@ def test_reconnect_reaches_every_worker(cluster, server_env, tokens, servers):
         assert timed(server, "/api/database/audit?limit=1", admin)[0] == 200
 
     def backends():  # gthread may serve every request above from one worker; each worker's poller keeps a probe connection
-        engine = sa.create_engine(cluster.url().replace("postgresql://", "postgresql+psycopg2://"))
-        with engine.connect() as connection:
-            pids = connection.exec_driver_sql(
-                "SELECT pid FROM pg_stat_activity WHERE application_name IN ('dbhealth', 'dbhealth-probe')"
-            ).scalars().all()
-        engine.dispose()
-        return set(pids)
+        query = "SELECT pid FROM pg_stat_activity WHERE application_name IN ('dbhealth', 'dbhealth-probe')"
+        return {row["pid"] for row in cluster.execute(query)}
 
     # Each worker's pool and its kept probe connection (which also serves the service's own reads).
     # Console calls close their own connections. Until every worker holds one:

@@ -15,17 +15,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import bearer, create_database
+from tests.conftest import bearer, create_database, engine_for
 from tests.faults import PrivateCluster, PrivateMariaDB, wait_for
 
 # Risks measured on every probe, every probe fresh.
 EVERY_PROBE = {"DB_RISKS_EVERY_S": 0, "DB_HEALTH_CACHE_TTL": 0}
 RISK_FIELDS = {"risk", "value", "threshold", "unit", "over", "message"}
-
-
-def engine_for(url: str) -> sa.Engine:
-    url = url.replace("postgresql://", "postgresql+psycopg2://").replace("mariadb://", "mariadb+pymysql://")
-    return sa.create_engine(url, poolclass=sa.pool.NullPool)
 
 
 class Watched:

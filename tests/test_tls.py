@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -45,16 +47,28 @@ def external_address() -> str | None:
     return None if address.startswith("127.") else address
 
 
-def readable_by(account: str, *files: str) -> Path:
-    """Copies of ``files`` in a folder of their own that the server's user owns (when run as root)."""
+@contextmanager
+def readable_by(account: str, *files: str) -> Iterator[Path]:
+    """Copies of ``files`` in a folder of their own that the server's user owns (when run as root), removed afterwards."""
     folder = Path(tempfile.mkdtemp(prefix="dbhealth-tls-"))
-    for name in files:
-        shutil.copy(name, folder)
-    if os.geteuid() == 0:
-        owner = pwd.getpwnam(account)
-        for path in (folder, *folder.iterdir()):
-            os.chown(path, owner.pw_uid, owner.pw_gid)
-    return folder
+    try:
+        for name in files:
+            shutil.copy(name, folder)
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam(account)
+            for path in (folder, *folder.iterdir()):
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def reached_at(kind: str, port: int, database: str, host: str, user: str) -> SimpleNamespace:
+    """A server as the tests reach it: its kind, port, and ``url(host, user)``, by default the name and user
+    it is meant to be reached by."""
+    return SimpleNamespace(
+        kind=kind, port=port, url=lambda host=host, user=user: f"{kind}://{user}@{host}:{port}/{database}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,66 +91,46 @@ def tls_postgresql(certs):
         "host all all 127.0.0.1/32 trust\n"
     )
     # The cluster runs as postgres, which must own its key (mode 0600).
-    folder = readable_by("postgres", certs.cert, certs.key, str(hba))
-    cluster = PrivateCluster(settings=(
+    with readable_by("postgres", certs.cert, certs.key, str(hba)) as folder, PrivateCluster(settings=(
         f"ssl = on\nssl_cert_file = '{folder}/server.crt'\nssl_key_file = '{folder}/server.key'\n"
         f"hba_file = '{folder}/pg_hba.conf'\n"
-    ))
-    engine = sa.create_engine(cluster.url().replace("postgresql://", "postgresql+psycopg2://"), isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.exec_driver_sql("CREATE ROLE tlsonly LOGIN SUPERUSER")
-    engine.dispose()
-    yield SimpleNamespace(
-        url=lambda host="localhost", user="tlsonly": f"postgresql://{user}@{host}:{cluster.port}/postgres",
-        kind="postgresql",
-    )
-    cluster.close()
-    shutil.rmtree(folder, ignore_errors=True)
+    )) as cluster:
+        cluster.execute("CREATE ROLE tlsonly LOGIN SUPERUSER")
+        yield reached_at("postgresql", cluster.port, "postgres", "localhost", "tlsonly")
 
 
 @pytest.fixture(scope="module")
 def plain_postgresql():
     external = external_address()
-    cluster = PrivateCluster(settings=f"listen_addresses = '127.0.0.1{',' + external if external else ''}'\n")
-    if external:
-        with open(os.path.join(cluster.data, "pg_hba.conf"), "a") as hba:
-            hba.write(f"host all all {external}/32 trust\n")
-        cluster.pg_ctl("reload")
-    yield SimpleNamespace(
-        url=lambda host="127.0.0.1", user="postgres": f"postgresql://{user}@{host}:{cluster.port}/postgres",
-        port=cluster.port,
-    )
-    cluster.close()
+    with PrivateCluster(settings=f"listen_addresses = '127.0.0.1{',' + external if external else ''}'\n") as cluster:
+        if external:
+            with open(os.path.join(cluster.data, "pg_hba.conf"), "a") as hba:
+                hba.write(f"host all all {external}/32 trust\n")
+            cluster.pg_ctl("reload")
+        yield reached_at("postgresql", cluster.port, "postgres", "127.0.0.1", "postgres")
 
 
 @pytest.fixture(scope="module")
 def tls_mariadb(certs):
-    folder = readable_by("mysql", certs.ca, certs.cert, certs.key)
-    server = PrivateMariaDB(options=tuple(
+    with readable_by("mysql", certs.ca, certs.cert, certs.key) as folder, PrivateMariaDB(options=tuple(
         f"--ssl-{option}={folder / Path(name).name}"
         for option, name in (("ca", certs.ca), ("cert", certs.cert), ("key", certs.key))
-    ))
-    server.execute(
-        "CREATE DATABASE app",
-        "CREATE USER 'tlsonly'@'%' REQUIRE SSL",
-        "GRANT ALL ON *.* TO 'tlsonly'@'%'",
-        "CREATE USER 'plain'@'%'",
-        "GRANT ALL ON *.* TO 'plain'@'%'",
-    )
-    yield SimpleNamespace(
-        url=lambda host="localhost", user="tlsonly": f"mariadb://{user}@{host}:{server.port}/app",
-        kind="mariadb",
-    )
-    server.close()
-    shutil.rmtree(folder, ignore_errors=True)
+    )) as server:
+        server.execute(
+            "CREATE DATABASE app",
+            "CREATE USER 'tlsonly'@'%' REQUIRE SSL",
+            "GRANT ALL ON *.* TO 'tlsonly'@'%'",
+            "CREATE USER 'plain'@'%'",
+            "GRANT ALL ON *.* TO 'plain'@'%'",
+        )
+        yield reached_at("mariadb", server.port, "app", "localhost", "tlsonly")
 
 
 @pytest.fixture(scope="module")
 def plain_mariadb():
-    server = PrivateMariaDB()
-    server.execute("CREATE DATABASE app", "CREATE USER 'plain'@'%'", "GRANT ALL ON *.* TO 'plain'@'%'")
-    yield SimpleNamespace(url=lambda host="127.0.0.1", user="plain": f"mariadb://{user}@{host}:{server.port}/app")
-    server.close()
+    with PrivateMariaDB() as server:
+        server.execute("CREATE DATABASE app", "CREATE USER 'plain'@'%'", "GRANT ALL ON *.* TO 'plain'@'%'")
+        yield reached_at("mariadb", server.port, "app", "127.0.0.1", "plain")
 
 
 @pytest.fixture(params=KINDS)
@@ -304,13 +298,10 @@ def test_production_warns_about_plain_connections_across_a_network(make_app, pla
 
 def test_the_pooler_console_honours_the_same_settings(make_app, plain_postgresql, certs):
     """pgbouncer's admin console (the pooler component) is reached with the same TLS as the databases."""
-    folder = readable_by("postgres", certs.cert, certs.key)
-    with_tls = PgBouncer(plain_postgresql.port, settings=(
+    with readable_by("postgres", certs.cert, certs.key) as folder, PgBouncer(plain_postgresql.port, settings=(
         f"client_tls_sslmode = require\nclient_tls_cert_file = {folder}/server.crt\n"
         f"client_tls_key_file = {folder}/server.key\n"
-    ))
-    without_tls = PgBouncer(plain_postgresql.port)
-    try:
+    )) as with_tls, PgBouncer(plain_postgresql.port) as without_tls:
         app = make_app(DB_PGBOUNCER_ADMIN_URL=with_tls.admin_url().replace("127.0.0.1", "localhost"),
                        DB_SSLMODE="verify-full", DB_SSLROOTCERT=certs.ca)
         code, health = check_json(app)
@@ -323,10 +314,6 @@ def test_the_pooler_console_honours_the_same_settings(make_app, plain_postgresql
         code, health = check_json(app)
         pooler = health["components"]["pooler"]
         assert pooler["status"] == "unhealthy" and "server does not support SSL" in pooler["error"], pooler
-    finally:
-        with_tls.close()
-        without_tls.close()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_sqlite_has_no_tls(make_app):

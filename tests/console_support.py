@@ -9,6 +9,16 @@ from tests.faults import wait_for
 
 CANARY_ROWS = [(1, "one"), (2, "two"), (3, "three")]
 LOCK_NAMES = ("x", "dbhealth")  # the MySQL named locks the attacks try to take
+# Statements that outlast any console timeout the tests set, per dialect; the first is the plainest.
+SLOW = {
+    "postgresql": [
+        "SELECT pg_sleep(30)",
+        # A cursor's statement runs fetch by fetch: each fetch is short, the whole is not.
+        "SELECT pg_sleep(0.3) FROM generate_series(1, 100)",
+    ],
+    "mariadb": ["SELECT SLEEP(30)", "SELECT SLEEP(0.3) FROM seq_1_to_100"],
+    "sqlite": ["WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT count(*) FROM r"],
+}
 
 
 def kind_of(url: str) -> str:

@@ -9,15 +9,7 @@ import sqlalchemy as sa
 from backend.console.checker import check_statement
 from backend.errors import ApiError
 from tests.conftest import admin_engine, bearer, create_database
-from tests.console_support import canary  # noqa: F401  (a fixture)
-
-
-def kind_of(url: str) -> str:
-    return url.split(":")[0]
-
-
-def run(client, headers, query, **extra):
-    return client.post("/api/database/test", headers=headers, json={"query": query, **extra})
+from tests.console_support import SLOW, canary, kind_of, run  # noqa: F401  (canary: a fixture)
 
 
 def test_default_query(client, admin):
@@ -121,11 +113,7 @@ def test_the_database_itself_refuses_what_the_parser_lets_through(make_app, kind
 
 def test_slow_query_times_out(make_app, database_url):
     app = make_app(DATABASE_URL=database_url, DB_STATEMENT_TIMEOUT_MS=1000)
-    slow = {
-        "postgresql": "SELECT pg_sleep(5)",
-        "mariadb": "SELECT SLEEP(5)",
-        "sqlite": "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT count(*) FROM r",
-    }[kind_of(database_url)]
+    slow = SLOW[kind_of(database_url)][0]
     started = time.monotonic()
     response = run(app.test_client(), bearer(app, "admin"), slow)
     elapsed = time.monotonic() - started

@@ -11,20 +11,10 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import bearer, create_database, drop_roles, engine_for, execute
-from tests.console_support import assert_nothing_left, kind_of, run
+from tests.console_support import SLOW, assert_nothing_left, kind_of, run
 from tests.faults import Gunicorn, Proxy
 
 SECRET = "console-limits-tests-secret-key-0123456789"
-
-SLOW = {
-    "postgresql": [
-        "SELECT pg_sleep(30)",
-        # A cursor's statement runs fetch by fetch: each fetch is short, the whole is not.
-        "SELECT pg_sleep(0.3) FROM generate_series(1, 100)",
-    ],
-    "mariadb": ["SELECT SLEEP(30)", "SELECT SLEEP(0.3) FROM seq_1_to_100"],
-    "sqlite": ["WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT count(*) FROM r"],
-}
 
 
 def test_a_timeout_stops_the_statement_on_the_server(make_app, database_url):

@@ -59,6 +59,18 @@ def test_defaults():
          "DB_ALERT_WEBHOOK_URLS must be comma-separated http(s) URLs, got 'ftp://files.example'"),
         ("DB_ALERT_WEBHOOK_URLS", "https://[::1/services/T/B/secret",
          "DB_ALERT_WEBHOOK_URLS must be comma-separated http(s) URLs, got one that cannot be parsed"),
+        ("AUTH_LOGIN_LIMIT", "lots", "AUTH_LOGIN_LIMIT must be one rate such as 10/minute or 5 per 2 hours, got 'lots'"),
+        ("AUTH_LOGIN_LIMIT", "0/minute", "AUTH_LOGIN_LIMIT must be one rate such as 10/minute or 5 per 2 hours, got '0/minute'"),
+        ("AUTH_LOGIN_LIMIT", "5/minute;1/second", "AUTH_LOGIN_LIMIT must be one rate such as 10/minute or 5 per 2 hours, got '5/minute;1/second'"),
+        ("TRUSTED_PROXIES", "-1", "TRUSTED_PROXIES must be a non-negative integer, got '-1'"),
+        ("TRUSTED_PROXIES", "two", "TRUSTED_PROXIES must be a non-negative integer, got 'two'"),
+        ("DB_READYZ_CHECKS_DATABASE", "sometimes", "DB_READYZ_CHECKS_DATABASE must be true or false, got 'sometimes'"),
+        ("DB_PGBOUNCER_ADMIN_URL", "mysql://u@h/pgbouncer",
+         "DB_PGBOUNCER_ADMIN_URL must be postgresql://user@host:port/pgbouncer, got 'mysql://u@h/pgbouncer'"),
+        ("DB_PGBOUNCER_ADMIN_URL", "postgresql://u:pw@h:6432/app",
+         "DB_PGBOUNCER_ADMIN_URL must name pgbouncer's admin database (.../pgbouncer), got 'postgresql://u:***@h:6432/app'"),
+        ("DB_PGBOUNCER_ADMIN_URL", "not a url",
+         "DB_PGBOUNCER_ADMIN_URL is not a valid URL (postgresql://user@host:6432/pgbouncer)"),
     ],
 )
 def test_bad_values_name_the_variable(name, value, message):
@@ -98,6 +110,10 @@ def test_schemes_pick_our_drivers(raw, drivername):
         ("oracle://u:p@h/db", "DATABASE_URL uses unsupported database 'oracle'"),
         ("postgresql:///db", "DATABASE_URL has no host"),
         ("mysql+mysqldb://u:p@h/db", "DATABASE_URL needs the mysqldb driver, which is not installed: pip install mysqlclient"),
+        ("postgresql://u@/db?host=a&host=b&port=1&port=2&port=3", "DATABASE_URL lists 2 hosts but 3 ports"),
+        ("postgresql://u@a:1,b:x/db", "DATABASE_URL has an invalid port 'x'"),
+        ("postgresql://u@a,,b/db", "DATABASE_URL has an empty host in its host list"),
+        ("mysql://u@a,b/db", "DATABASE_URL: several hosts in one URL work for PostgreSQL only"),
     ],
 )
 def test_bad_urls(raw, message):
@@ -200,18 +216,9 @@ def test_multi_host_urls_in_every_spelling(raw):
     assert mask_url(raw).startswith("postgresql://app:***@") and "s3cret" not in mask_url(raw)
 
 
-def test_one_port_serves_every_host_and_bad_lists_are_refused():
+def test_one_port_serves_every_host():
     assert hosts_of(parse_url("postgresql://u@/db?host=a,b&port=6000", "X")) == [("a", 6000), ("b", 6000)]
     assert hosts_of(parse_url("postgres://u@a,b/db", "X")) == [("a", 5432), ("b", 5432)]
-    for raw, message in [
-        ("postgresql://u@/db?host=a&host=b&port=1&port=2&port=3", "X lists 2 hosts but 3 ports"),
-        ("postgresql://u@a:1,b:x/db", "X has an invalid port 'x'"),
-        ("postgresql://u@a,,b/db", "X has an empty host in its host list"),
-        ("mysql://u@a,b/db", "X: several hosts in one URL work for PostgreSQL only"),
-    ]:
-        with pytest.raises(ConfigError) as info:
-            parse_url(raw, "X")
-        assert str(info.value).startswith(message)
 
 
 def test_info_lists_every_host_and_masks_only_the_password(make_app):
@@ -226,36 +233,8 @@ def test_info_lists_every_host_and_masks_only_the_password(make_app):
     assert "s3cret" not in response.get_data(as_text=True)
 
 
-@pytest.mark.parametrize(
-    "value, message",
-    [
-        ("mysql://u@h/pgbouncer", "DB_PGBOUNCER_ADMIN_URL must be postgresql://user@host:port/pgbouncer, got 'mysql://u@h/pgbouncer'"),
-        ("postgresql://u:pw@h:6432/app", "DB_PGBOUNCER_ADMIN_URL must name pgbouncer's admin database (.../pgbouncer), got 'postgresql://u:***@h:6432/app'"),
-        ("not a url", "DB_PGBOUNCER_ADMIN_URL is not a valid URL (postgresql://user@host:6432/pgbouncer)"),
-    ],
-)
-def test_pgbouncer_admin_url_is_checked(value, message):
-    with pytest.raises(ConfigError) as info:
-        load_settings({"DB_PGBOUNCER_ADMIN_URL": value})
-    assert str(info.value) == message
+def test_a_pgbouncer_admin_url_is_parsed():
     assert load_settings({"DB_PGBOUNCER_ADMIN_URL": "postgresql://admin@db:6432/pgbouncer"})["DB_PGBOUNCER_ADMIN_URL"].port == 6432
-
-
-@pytest.mark.parametrize(
-    "name, value, message",
-    [
-        ("AUTH_LOGIN_LIMIT", "lots", "AUTH_LOGIN_LIMIT must be one rate such as 10/minute or 5 per 2 hours, got 'lots'"),
-        ("AUTH_LOGIN_LIMIT", "0/minute", "AUTH_LOGIN_LIMIT must be one rate such as 10/minute or 5 per 2 hours, got '0/minute'"),
-        ("AUTH_LOGIN_LIMIT", "5/minute;1/second", "AUTH_LOGIN_LIMIT must be one rate such as 10/minute or 5 per 2 hours, got '5/minute;1/second'"),
-        ("TRUSTED_PROXIES", "-1", "TRUSTED_PROXIES must be a non-negative integer, got '-1'"),
-        ("TRUSTED_PROXIES", "two", "TRUSTED_PROXIES must be a non-negative integer, got 'two'"),
-        ("DB_READYZ_CHECKS_DATABASE", "sometimes", "DB_READYZ_CHECKS_DATABASE must be true or false, got 'sometimes'"),
-    ],
-)
-def test_hardening_settings_name_the_variable(name, value, message):
-    with pytest.raises(ConfigError) as info:
-        load_settings({name: value})
-    assert str(info.value) == message
 
 
 def test_login_limits_per_pair_and_per_address():

@@ -301,3 +301,29 @@ def test_monitor_runs_in_the_background_and_logs_transitions_once(make_app, capl
     finally:
         proxy.close()
         drop()
+
+
+def test_forced_probes_rewrite_the_shared_result_only_when_it_says_something_new(sqlite_app, monkeypatch):
+    """A forced probe answers from a probe of its own, but one result like the last (but for timings)
+    is written to the instance folder at most once per REWRITE_AFTER_S; a change is written at once."""
+    from backend.fleet.folder import read_json
+    from backend.health import shared
+
+    monkeypatch.setattr(shared, "REWRITE_AFTER_S", 0.5)
+    path = f"{sqlite_app.instance_path}/{shared.SHARED_FILE}"
+    client, headers = sqlite_app.test_client(), bearer(sqlite_app)
+    client.get("/api/database/health?force=true", headers=headers)
+    published = read_json(path)["probed_at"]
+    answers = [client.get("/api/database/health?force=true", headers=headers).json["data"] for _ in range(3)]
+    assert [answer["cached"] for answer in answers] == [False, False, False]
+    assert read_json(path)["probed_at"] == published  # alike and within 0.5 s: not written again
+
+    with sqlite_app.app_context():
+        snapshot, _ = state(sqlite_app).monitor.health(force=True)
+        changed = json.loads(json.dumps(snapshot))
+        changed["components"]["primary"]["server"] = {"address": "elsewhere", "port": 5432}
+        shared.publish(sqlite_app, changed, published + 0.1)
+    assert read_json(path)["snapshot"]["components"]["primary"]["server"]["address"] == "elsewhere"
+
+    wait_for(lambda: client.get("/api/database/health?force=true", headers=headers).status_code == 200
+             and read_json(path)["probed_at"] > published + 0.5, "an unchanged result written again after 0.5 s")

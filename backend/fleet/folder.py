@@ -26,7 +26,7 @@ def read_json(path: str) -> Any:
 def write_json(path: str, data: Any) -> None:
     temporary = f"{path}.{os.getpid()}.tmp"
     with open(temporary, "w") as handle:
-        json.dump(data, handle, default=str, separators=(",", ":"))
+        handle.write(json.dumps(data, default=str, separators=(",", ":")))  # dump() would use the pure-Python encoder
     os.replace(temporary, path)
 
 

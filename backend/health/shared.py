@@ -24,6 +24,9 @@ from . import servers
 from .transitions import record_transition
 
 SHARED_FILE = "health.json"
+REWRITE_AFTER_S = 1.0  # an unchanged result is written again once the published one is this old
+# What moves from one probe to the next without telling a sibling or a detector anything new.
+VOLATILE = frozenset({"timestamp", "response_time_ms", "cached", "pool_status", "connections", "replication_lag_s"})
 log = logging.getLogger(__name__)
 
 # A change: {"component", "from", "to", "message", "kind"}; kind is "status" or the detector's name.
@@ -98,6 +101,27 @@ def _changes(previous: dict[str, Any] | None, snapshot: dict[str, Any]) -> list[
     return changes
 
 
+def _settled(document: dict[str, Any]) -> dict[str, Any]:
+    components = document["snapshot"]["components"]
+    return {name: {key: value for key, value in component.items() if key not in VOLATILE} for name, component in components.items()}
+
+
+def _nothing_new(app: Flask, previous: dict[str, Any] | None, document: dict[str, Any], changes: list[Change]) -> bool:
+    """No change, every component as published but for its VOLATILE fields, the hooks' state as it
+    was, and the published copy young enough for the siblings' cache.
+
+    Writing the file (a new file renamed over the old) costs more than the probe
+    itself; forced probes one after another would otherwise each pay it.
+    """
+    if previous is None or changes:
+        return False
+    own_state = {key: value for key, value in document.items() if key not in ("snapshot", "probed_at", "pid")}
+    if any(previous.get(key) != value for key, value in own_state.items()) or _settled(previous) != _settled(document):
+        return False
+    fresh_for = min(REWRITE_AFTER_S, app.config["DB_HEALTH_CACHE_TTL"] / 2)
+    return document["probed_at"] - previous["probed_at"] < fresh_for
+
+
 def publish(app: Flask, snapshot: dict[str, Any], probed_at: float) -> list[Change]:
     """Share a probe's result with this instance's workers; record and return what changed.
 
@@ -115,6 +139,8 @@ def publish(app: Flask, snapshot: dict[str, Any], probed_at: float) -> list[Chan
                 hook(app, previous, document, changes)
             except Exception:
                 log.exception("publish hook %s failed", getattr(hook, "__name__", hook))
+        if _nothing_new(app, previous, document, changes):
+            return []
         write_json(_path(app), document)
     for change in changes:
         # A recovery is good news; a change of server (a failover) is worth a warning whatever the status.

@@ -63,6 +63,35 @@ def test_sqlite_reads_like_sqlite():
     assert [t.kind for t in lex("[a b] \"c\" `d`", "sqlite")] == ["ident", "ident", "ident"]
 
 
+@pytest.mark.parametrize("query, dialect, read", [
+    ("1 --", "mariadb", [("number", "1")]),
+    ("1 --\x7f, 2", "mariadb", [("number", "1")]),
+    ("1 --\v, 2", "mariadb", [("number", "1")]),
+    ("1 #", "mariadb", [("number", "1")]),
+    ("1\v2", "mariadb", [("number", "1"), ("number", "2")]),
+    ("1\v2", "sqlite", [("number", "1"), ("other", "\v"), ("number", "2")]),
+    ("1\v2", "postgresql", [("number", "1"), ("other", "\v"), ("number", "2")]),
+    ("1 --", "postgresql", [("number", "1")]),
+    ("1 --x", "sqlite", [("number", "1")]),
+    ("1 --\r\n2", "sqlite", [("number", "1"), ("number", "2")]),
+    ("1 # x", "sqlite", [("number", "1"), ("other", "#"), ("word", "x")]),
+    ("1 # x", "postgresql", [("number", "1"), ("op", "#"), ("word", "x")]),
+    ("1 /*/ 2 */ 3", "sqlite", [("number", "1"), ("number", "3")]),
+    ("1 /*/ 2 */ 3", "mariadb", [("number", "1"), ("number", "3")]),
+    ("1 /* /*/ */ 2 */ 3", "postgresql", [("number", "1"), ("number", "3")]),
+    ("1 /* a */", "postgresql", [("number", "1")]),
+])
+def test_gaps_between_tokens_are_the_server_s(query, dialect, read):
+    """Whitespace and comments at their edges: the end of the text, \\v, control characters, /*/."""
+    assert kinds(query, dialect) == read
+
+
+def test_spacing_is_kept_across_whitespace_and_comments_only():
+    spaced = {dialect: [t.spaced for t in lex("a(b) /**/c\n(d", dialect)]
+              for dialect in ("postgresql", "mariadb", "sqlite")}
+    assert set(map(tuple, spaced.values())) == {(False, False, False, False, True, True, False)}
+
+
 @pytest.mark.parametrize("query, dialect", [
     ("SELECT 1 /* never closed", "postgresql"),
     ("SELECT 'never closed", "postgresql"),
@@ -72,6 +101,10 @@ def test_sqlite_reads_like_sqlite():
     ("SELECT \"\"", "postgresql"),
     ("SELECT 1 /*!50000 , 2 */", "mariadb"),
     ("SELECT 1 /*M!100000 , 2 */", "mariadb"),
+    ("SELECT 1 /*m!100000 , 2 */", "mariadb"),
+    ("SELECT 1 /*!", "mariadb"),
+    ("SELECT 1 -- x\n/* never closed", "sqlite"),
+    ("SELECT 1 /* /* */", "postgresql"),
     ("SELECT 1 /* never closed", "mariadb"),
     ("SELECT 1 /* never closed", "sqlite"),
     ("SELECT ?", "sqlite"),

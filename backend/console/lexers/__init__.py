@@ -12,10 +12,12 @@ Whitespace and comments are not tokens; ``Token.spaced`` records that
 something separated a token from the previous one, so the statement can be
 rebuilt from the tokens with comments dropped and adjacency kept (MySQL reads
 ``count (*)`` differently from ``count(*)``).
+
+Each dialect module holds only its server's rules; ``scan.py`` holds the walk
+they share (skip a gap, read a token), so the three cannot drift apart in it.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 # Identifiers may hold any non-ASCII character (PostgreSQL: bytes 0x80-0xff of UTF-8).
@@ -42,22 +44,6 @@ class Settings:
     standard_conforming_strings: bool = True  # PostgreSQL
     backslash_escapes: bool = True  # MySQL: not NO_BACKSLASH_ESCAPES
     ansi_quotes: bool = False  # MySQL: "..." is a name, not a string
-
-
-PARAM = re.compile(r":([A-Za-z_][A-Za-z0-9_]*)")
-
-
-def colon(query: str, pos: int, add, operators: tuple[str, ...]) -> None:
-    """``:name`` is a parameter marker; ``::`` and ``:=`` are operators."""
-    for operator in operators:
-        if query.startswith(operator, pos):
-            add("op", operator, operator, pos + len(operator))
-            return
-    marker = PARAM.match(query, pos)
-    if marker is not None:
-        add("param", marker.group(), marker.group(1), marker.end())
-    else:
-        add("punct", ":", ":", pos + 1)
 
 
 def lex(query: str, dialect: str, settings: Settings | None = None) -> list[Token]:

@@ -12,89 +12,50 @@ from __future__ import annotations
 
 import re
 
-from . import HIGH, LexError, Settings, Token, colon
+from . import HIGH, LexError, Settings, Token
+from .scan import Gaps, Scan, colon, flat_comment, quoted_body, unquote
 
-SPACE = " \t\n\v\f\r"
 WORD = re.compile(rf"[0-9A-Za-z_${HIGH}]+")
-CONTROL = {chr(code) for code in range(32)} | {"\x7f"}
+BITS = re.compile(r"[^']*+'")  # x'..' and b'..': no escapes
 
 
-def _body(quote: str, backslash: bool) -> re.Pattern[str]:
-    q = re.escape(quote)
-    if backslash:
-        return re.compile(rf"(?:[^{q}\\]|{q}{q}|\\.)*+{q}", re.DOTALL)
-    return re.compile(rf"(?:[^{q}]|{q}{q})*+{q}")
+def _comment(query: str, pos: int) -> int:
+    """A plain ``/* */`` comment; ``/*!`` and ``/*M!`` are refused, as the server runs what they hold."""
+    if query.startswith(("/*!", "/*M!", "/*m!"), pos):
+        raise LexError("executable comments (/*! */, /*M! */) are not allowed")
+    return flat_comment(query, pos)
 
 
-def _skip_space(query: str, pos: int) -> int:
-    n = len(query)
-    while pos < n:
-        char = query[pos]
-        if char in SPACE:
-            pos += 1
-        elif char == "#" or (query.startswith("--", pos) and (pos + 2 == n or query[pos + 2] in SPACE or query[pos + 2] in CONTROL)):
-            end = query.find("\n", pos)
-            pos = n if end < 0 else end + 1
-        elif query.startswith("/*", pos):
-            if query.startswith(("/*!", "/*M!", "/*m!"), pos):
-                raise LexError("executable comments (/*! */, /*M! */) are not allowed")
-            end = query.find("*/", pos + 2)
-            if end < 0:
-                raise LexError("unterminated /* comment")
-            pos = end + 2
-        else:
-            break
-    return pos
+# ``--`` must be followed by whitespace, a control character (DEL included) or the end.
+GAPS = Gaps(" \t\n\v\f\r", re.compile(r"(?:#|--(?=[\x00-\x20\x7f]|\Z))[^\n]*+\n?"), _comment)
 
 
 def lex(query: str, settings: Settings) -> list[Token]:
-    tokens: list[Token] = []
-    pos, spaced, n = 0, False, len(query)
-    strings = {"'": _body("'", settings.backslash_escapes)}
+    scan = Scan(query, GAPS)
+    strings = {"'": quoted_body("'", settings.backslash_escapes)}
     if not settings.ansi_quotes:
-        strings['"'] = _body('"', settings.backslash_escapes)
-    names = {"`": _body("`", False)}
+        strings['"'] = quoted_body('"', settings.backslash_escapes)
+    names = {"`": quoted_body("`")}
     if settings.ansi_quotes:
-        names['"'] = _body('"', False)
+        names['"'] = quoted_body('"')
 
-    def add(kind: str, text: str, value: str, end: int) -> None:
-        nonlocal pos, spaced
-        tokens.append(Token(kind, text, value, spaced))
-        pos, spaced = end, False
-
-    while pos < n:
-        skipped = _skip_space(query, pos)
-        if skipped != pos:
-            pos, spaced = skipped, True
-            continue
+    for pos in scan.starts():
         char, two = query[pos], query[pos : pos + 2].lower()
         if two in ("x'", "b'"):
-            end = query.find("'", pos + 2)
-            if end < 0:
-                raise LexError("unterminated quoted string")
-            add("string", query[pos : end + 1], query[pos : end + 1], end + 1)
+            match = scan.closing(BITS, pos + 2, "quoted string")
+            scan.add("string", query[pos : match.end()], query[pos : match.end()], match.end())
         elif two == "n'" or char in strings:
             start = pos + 1 if char in strings else pos + 2
-            quote = query[start - 1]
-            match = strings[quote].match(query, start)
-            if match is None:
-                raise LexError("unterminated quoted string")
-            add("string", query[pos : match.end()], query[pos : match.end()], match.end())
+            match = scan.closing(strings[query[start - 1]], start, "quoted string")
+            scan.add("string", query[pos : match.end()], query[pos : match.end()], match.end())
         elif char in names:
-            match = names[char].match(query, pos + 1)
-            if match is None:
-                raise LexError("unterminated quoted identifier")
-            value = match.group()[:-1].replace(char * 2, char)
-            add("ident", query[pos : match.end()], value, match.end())
+            match = scan.closing(names[char], pos + 1, "quoted identifier")
+            scan.add("ident", query[pos : match.end()], unquote(match, char), match.end())
         elif (word := WORD.match(query, pos)) is not None:
             kind = "number" if word.group().isdigit() else "word"
-            add(kind, word.group(), word.group().lower(), word.end())
+            scan.add(kind, word.group(), word.group().lower(), word.end())
         elif char == ":":
-            colon(query, pos, add, (":=",))
-        elif char in "=<>!~^&|+-*/%@":
-            add("op", char, char, pos + 1)
-        elif char in ",()[];.":
-            add("punct", char, char, pos + 1)
+            colon(scan, pos, (":=",))
         else:
-            add("other", char, char, pos + 1)
-    return tokens
+            scan.one_character(pos, "=<>!~^&|+-*/%@", ",()[];.")
+    return scan.tokens

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 
-from . import HIGH, NAMEDATALEN, LexError, Settings, Token, colon
+from . import HIGH, NAMEDATALEN, LexError, Settings, Token
+from .scan import Gaps, Scan, colon, quoted_body, unquote
+
 
 def _pg_name(value: str) -> str:
     """PostgreSQL truncates names to NAMEDATALEN - 1 bytes."""
@@ -21,7 +23,6 @@ def _pg_name(value: str) -> str:
     return raw[: NAMEDATALEN - 1].decode(errors="ignore")
 
 
-PG_SPACE = " \t\n\r\f"  # scan.l {space}; \v is not whitespace in PostgreSQL 15
 PG_IDENT = re.compile(rf"[A-Za-z_{HIGH}][A-Za-z_0-9${HIGH}]*")
 PG_DOLLAR = re.compile(rf"\$([A-Za-z_{HIGH}][A-Za-z_0-9{HIGH}]*)?\$")
 PG_NUMBER = re.compile(r"\d+(?=\.\.)|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
@@ -29,20 +30,15 @@ PG_OPERATOR = re.compile(r"[~!@#^&|`?+\-*/%<>=]+")
 # After a closing quote: whitespace holding a newline, then a quote, continues the literal.
 # Possessive (*+): flex takes the longest match and never backtracks, and neither may we (ReDoS).
 PG_CONTINUE = re.compile(r"(?:[ \t\f]|--[^\n\r]*+)*+[\n\r](?:[ \t\n\r\f]|--[^\n\r]*+[\n\r])*+'")
-PG_BODY = {
-    "standard": re.compile(r"(?:[^']|'')*+'"),
-    "escape": re.compile(r"(?:[^'\\]|''|\\.)*+'", re.DOTALL),
-    "bits": re.compile(r"[^']*+'"),
-}
+PG_BODY = {"standard": quoted_body("'"), "escape": quoted_body("'", backslash=True), "bits": re.compile(r"[^']*+'")}
+PG_NAME = quoted_body('"')
 
 
-def _pg_string(query: str, pos: int, mode: str) -> tuple[int, list[str]]:
+def _pg_string(scan: Scan, pos: int, mode: str) -> tuple[int, list[str]]:
     """Read a literal's body from ``pos`` (after its opening quote), continuations included."""
-    parts = []
+    query, parts = scan.query, []
     while True:
-        match = PG_BODY[mode].match(query, pos)
-        if match is None:
-            raise LexError("unterminated quoted string")
+        match = scan.closing(PG_BODY[mode], pos, "quoted string")
         parts.append(query[pos : match.end()])
         pos = match.end()
         follow = PG_CONTINUE.match(query, pos)
@@ -66,18 +62,8 @@ def _pg_comment(query: str, pos: int) -> int:
     raise LexError("unterminated /* comment")
 
 
-def _skip_pg_space(query: str, pos: int) -> int:
-    while pos < len(query):
-        if query[pos] in PG_SPACE:
-            pos += 1
-        elif query.startswith("--", pos):
-            while pos < len(query) and query[pos] not in "\n\r":
-                pos += 1
-        elif query.startswith("/*", pos):
-            pos = _pg_comment(query, pos)
-        else:
-            break
-    return pos
+# scan.l {space} (\v is not whitespace in PostgreSQL 15); -- comments end at \n or \r.
+PG_GAPS = Gaps(" \t\n\r\f", re.compile(r"--[^\n\r]*+"), _pg_comment)
 
 
 def _unicode_unescape(body: str, escape: str) -> str:
@@ -112,16 +98,16 @@ def _unicode_unescape(body: str, escape: str) -> str:
 
 def _pg_uescape(query: str, pos: int) -> tuple[str, int]:
     """The escape character of a U& literal: a following UESCAPE 'c' clause, or backslash."""
-    after = _skip_pg_space(query, pos)
+    after = PG_GAPS.skip(query, pos)
     word = PG_IDENT.match(query, after)
     if word is None or word.group().lower() != "uescape":
         return "\\", pos
-    start = _skip_pg_space(query, word.end())
+    start = PG_GAPS.skip(query, word.end())
     match = re.compile(r"'([^']|'')'").match(query, start)
     if match is None:
         raise LexError("UESCAPE must be followed by a one-character quoted string")
     escape = "'" if match.group(1) == "''" else match.group(1)
-    if escape in "0123456789abcdefABCDEF+'\"" or escape in PG_SPACE:
+    if escape in "0123456789abcdefABCDEF+'\"" or escape in PG_GAPS.space:
         raise LexError("invalid Unicode escape character")
     return escape, match.end()
 
@@ -132,59 +118,49 @@ def _pg_quote_literal(value: str, settings: Settings) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _unicode_escaped(scan: Scan, pos: int, settings: Settings) -> None:
+    """Read a U&'...' string or U&"..." name at ``pos``; it is sent decoded, in plain form."""
+    query, quote = scan.query, scan.query[pos + 2]
+    if quote == "'":
+        if not settings.standard_conforming_strings:
+            raise LexError("U& strings need standard_conforming_strings")
+        end, parts = _pg_string(scan, pos + 3, "standard")
+        body = "".join(part[:-1].replace("''", "'") for part in parts)
+    else:
+        close = scan.closing(PG_NAME, pos + 3, "quoted identifier")
+        end, body = close.end(), unquote(close, '"')
+    escape, end = _pg_uescape(query, end)
+    value = _unicode_unescape(body, escape)
+    scan.spaced = True  # sent in plain form: keep it apart from its neighbours
+    if quote == "'":
+        scan.add("string", _pg_quote_literal(value, settings), value, end)
+    else:
+        if not value:
+            raise LexError("zero-length delimited identifier")
+        scan.add("ident", '"' + value.replace('"', '""') + '"', _pg_name(value), end)
+    scan.spaced = True
+
+
 def lex(query: str, settings: Settings) -> list[Token]:
-    tokens: list[Token] = []
-    pos, spaced, n = 0, False, len(query)
-
-    def add(kind: str, text: str, value: str, end: int) -> None:
-        nonlocal pos, spaced
-        tokens.append(Token(kind, text, value, spaced))
-        pos, spaced = end, False
-
-    while pos < n:
-        skipped = _skip_pg_space(query, pos)
-        if skipped != pos:
-            pos, spaced = skipped, True
-            continue
+    scan = Scan(query, PG_GAPS)
+    for pos in scan.starts():
         char, two = query[pos], query[pos : pos + 2].lower()
         if two in ("e'", "b'", "x'", "n'") or char == "'":
             prefix = 2 if char != "'" else 1
             mode = {"e'": "escape", "b'": "bits", "x'": "bits"}.get(two, "standard")
             if mode == "standard" and not settings.standard_conforming_strings:
                 mode = "escape"
-            end, parts = _pg_string(query, pos + prefix, mode)
+            end, parts = _pg_string(scan, pos + prefix, mode)
             text = query[pos : pos + prefix] + "\n'".join(parts)
-            add("string", text, text, end)
+            scan.add("string", text, text, end)
         elif two == "u&" and query[pos + 2 : pos + 3] in ("'", '"'):
-            quote = query[pos + 2]
-            if quote == "'":
-                if not settings.standard_conforming_strings:
-                    raise LexError("U& strings need standard_conforming_strings")
-                end, parts = _pg_string(query, pos + 3, "standard")
-                body = "".join(part[:-1].replace("''", "'") for part in parts)
-            else:
-                close = re.compile(r'(?:[^"]|"")*+"').match(query, pos + 3)
-                if close is None:
-                    raise LexError("unterminated quoted identifier")
-                end, body = close.end(), close.group()[:-1].replace('""', '"')
-            escape, end = _pg_uescape(query, end)
-            value = _unicode_unescape(body, escape)
-            spaced = True  # sent decoded, in plain form: keep it apart from its neighbours
-            if quote == "'":
-                add("string", _pg_quote_literal(value, settings), value, end)
-            else:
-                if not value:
-                    raise LexError("zero-length delimited identifier")
-                add("ident", '"' + value.replace('"', '""') + '"', _pg_name(value), end)
-            spaced = True
+            _unicode_escaped(scan, pos, settings)
         elif char == '"':
-            close = re.compile(r'(?:[^"]|"")*+"').match(query, pos + 1)
-            if close is None:
-                raise LexError("unterminated quoted identifier")
-            value = close.group()[:-1].replace('""', '"')
+            close = scan.closing(PG_NAME, pos + 1, "quoted identifier")
+            value = unquote(close, '"')
             if not value:
                 raise LexError("zero-length delimited identifier")
-            add("ident", query[pos : close.end()], _pg_name(value), close.end())
+            scan.add("ident", query[pos : close.end()], _pg_name(value), close.end())
         elif char == "$":
             dollar = PG_DOLLAR.match(query, pos)
             if dollar is None:
@@ -193,24 +169,22 @@ def lex(query: str, settings: Settings) -> list[Token]:
             if close < 0:
                 raise LexError("unterminated dollar-quoted string")
             end = close + len(dollar.group())
-            add("string", query[pos:end], query[pos:end], end)
+            scan.add("string", query[pos:end], query[pos:end], end)
         elif (ident := PG_IDENT.match(query, pos)) is not None:
             word = ident.group()
-            add("word", word, _pg_name(re.sub(r"[A-Z]+", lambda m: m.group().lower(), word)), ident.end())
+            scan.add("word", word, _pg_name(re.sub(r"[A-Z]+", lambda m: m.group().lower(), word)), ident.end())
         elif (number := PG_NUMBER.match(query, pos)) is not None and number.group() != ".":
-            add("number", number.group(), number.group(), number.end())
+            scan.add("number", number.group(), number.group(), number.end())
         elif char == ":":
-            colon(query, pos, add, ("::", ":="))
+            colon(scan, pos, ("::", ":="))
         elif (operator := PG_OPERATOR.match(query, pos)) is not None:
             text = operator.group()
             cuts = [i for i in (text.find("--", 1), text.find("/*", 1)) if i > 0]
             text = text[: min(cuts)] if cuts else text
-            add("op", text, text, pos + len(text))
+            scan.add("op", text, text, pos + len(text))
         elif char in ",()[];.":
             text = ".." if query.startswith("..", pos) else char
-            add("punct", text, text, pos + len(text))
+            scan.add("punct", text, text, pos + len(text))
         else:
-            add("other", char, char, pos + 1)
-    return tokens
-
-
+            scan.add("other", char, char, pos + 1)
+    return scan.tokens

@@ -14,8 +14,8 @@ import click
 from flask import has_app_context
 from sqlalchemy.exc import SQLAlchemyError
 
+from .db.classify import is_transient
 from .db.deadline import DeadlineExceeded
-from .db.retry import is_transient
 from .db.urls import scrub_secrets
 
 

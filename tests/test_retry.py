@@ -7,7 +7,8 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from backend.db.retry import is_transient, with_db_retry
+from backend.db.classify import is_transient
+from backend.db.retry import with_db_retry
 from backend.extensions import db
 from backend.models import User
 from tests.conftest import admin_engine, create_database

@@ -19,8 +19,8 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from .. import audit
 from ..auth.tokens import admin_only, is_admin
+from ..db.classify import is_transient
 from ..db.deadline import DeadlineExceeded
-from ..db.retry import is_transient
 from ..db.side import PROBE_APPLICATION_NAME, run_bounded
 from ..errors import ApiError, json_object_body
 from ..extensions import db

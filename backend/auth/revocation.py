@@ -25,8 +25,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .. import audit
 from ..db import side
+from ..db.classify import is_transient
 from ..db.deadline import DeadlineExceeded
-from ..db.retry import is_transient, with_db_retry
+from ..db.retry import with_db_retry
 from ..extensions import db
 from ..models import RevokedToken, utcnow
 from ..state import state

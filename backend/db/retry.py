@@ -27,7 +27,7 @@ from tenacity import (
 from .. import metrics
 from ..extensions import db
 from .budget import Budget, current_budget
-from .classify import is_transient  # also imported from here by the console
+from .classify import is_transient
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])

@@ -15,6 +15,7 @@ The app writes its own access log (one line per request, with route, identity
 and request id) to stdout, so gunicorn's access log is off; gunicorn's error log
 goes to stderr, as JSON when LOG_FORMAT=json.
 """
+import gc
 import multiprocessing
 import os
 import re
@@ -109,12 +110,17 @@ def on_starting(server):
 
 def post_worker_init(worker):
     """Before this worker serves: load the revoked tokens and start their reload timer (SPEC 4), and
-    start the poller at once (an idle worker applies reconnects and may become the probing worker)."""
+    start the poller at once (an idle worker applies reconnects and may become the probing worker).
+
+    Then take everything made so far (the imported code, the app, its engines) out of the
+    garbage collector's full sweeps, which otherwise walk those objects again and again
+    under load: about 30 us a request on /livez, measured as the workers' CPU time."""
     app = worker.wsgi
     if "dbhealth" in getattr(app, "extensions", {}):
         from backend.fleet import start_background
 
         start_background(app)
+    gc.freeze()
 
 
 def post_fork(server, worker):

@@ -11,6 +11,7 @@ workers never report one change twice.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -59,11 +60,39 @@ def _databases(app: Flask) -> str:
     return hashlib.sha256("\n".join(str(url) for url in urls).encode()).hexdigest()[:16]
 
 
+# The document this process last read or wrote, by the file's identity: a file unchanged since
+# is not read and parsed again (under forced probes, most publications write nothing).
+_last_seen: dict[str, tuple[tuple[int, int, int], Any]] = {}
+
+
+def _identity(path: str) -> tuple[int, int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_ino, status.st_mtime_ns, status.st_size
+
+
 def _read(app: Flask) -> dict[str, Any] | None:
-    document = read_json(_path(app))
+    path = _path(app)
+    identity = _identity(path)
+    seen = _last_seen.get(path)
+    if identity is not None and seen is not None and seen[0] == identity:
+        document = seen[1]
+    else:
+        document = read_json(path)
+        if identity is not None:
+            _last_seen[path] = (identity, document)  # replaced meanwhile? Then its identity differs next time
     if isinstance(document, dict) and "snapshot" in document and document.get("databases") == _databases(app):
         return document
     return None
+
+
+def _write(path: str, document: dict[str, Any]) -> None:
+    write_json(path, document)
+    identity = _identity(path)
+    if identity is not None:
+        _last_seen[path] = (identity, json.loads(json.dumps(document, default=str)))
 
 
 def read_shared(app: Flask, max_age: float) -> tuple[dict[str, Any], float] | None:
@@ -141,7 +170,7 @@ def publish(app: Flask, snapshot: dict[str, Any], probed_at: float) -> list[Chan
                 log.exception("publish hook %s failed", getattr(hook, "__name__", hook))
         if _nothing_new(app, previous, document, changes):
             return []
-        write_json(_path(app), document)
+        _write(_path(app), document)
     for change in changes:
         # A recovery is good news; a change of server (a failover) is worth a warning whatever the status.
         level = logging.INFO if change["to"] == "healthy" and change["kind"] == "status" else logging.WARNING

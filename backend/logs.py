@@ -126,10 +126,12 @@ def _start_timer() -> None:
     g.request_started = time.perf_counter()  # the request id is made when first asked for (a log line, the response)
 
 
-def _finish_request(response):
+def _finish_request(response, instance: str):
+    """Name the request and the instance on the response, count it, and log it."""
     context, current = g._get_current_object(), request._get_current_object()
     request_id = _request_id(context, current.environ)
     response.headers["X-Request-ID"] = request_id
+    response.headers["X-Instance-ID"] = instance
     started = getattr(context, "request_started", None)
     if started is None:
         return response
@@ -164,5 +166,6 @@ def _finish_request(response):
 
 def init_app(app: Flask) -> None:
     configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
+    instance = app.config["INSTANCE_ID"]
     app.before_request(_start_timer)
-    app.after_request(_finish_request)
+    app.after_request(lambda response: _finish_request(response, instance))

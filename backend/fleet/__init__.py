@@ -10,15 +10,18 @@ from ..state import state
 
 
 def init_app(app: Flask) -> None:
-    """Name the instance on every response; under ``flask run``, start the background with the first request."""
-    instance = app.config["INSTANCE_ID"]
+    """Start the background with the first request (``flask run``; gunicorn starts it before).
 
-    @app.after_request
-    def _instance_header(response):
-        response.headers["X-Instance-ID"] = instance
-        return response
+    Once started in this process the hook removes itself: every request would
+    otherwise pay for a check that can no longer do anything. A child forked
+    from a process that never served keeps the hook in its own copy of the list.
+    """
 
-    app.before_request(lambda: start_background(app))
+    def _start_background_once() -> None:
+        start_background(app)
+        app.before_request_funcs[None] = [hook for hook in app.before_request_funcs[None] if hook is not _start_background_once]
+
+    app.before_request(_start_background_once)
 
 
 def start_background(app: Flask) -> None:

@@ -1,7 +1,7 @@
 """This process's own, not its parent's: when it started serving, and its background threads.
 
-A gunicorn master imports the package before it forks (LOG_FORMAT=json needs its
-log formatter), so a time taken at import would be the master's in every worker.
+A gunicorn master imports the package before it forks (gunicorn.conf.py
+on_starting), so a time taken at import would be the master's in every worker.
 The clock restarts in every forked child. A forked child inherits the objects
 that name its parent's threads but none of the threads: it starts its own.
 """

@@ -1,5 +1,6 @@
-"""Many instances, many workers, one service: the instance id, the probing
-worker, the poller thread, and the small files the workers of one instance share."""
+"""Many instances, many workers, one service: the probing worker, the poller
+thread, and the small files the workers of one instance share (every response
+names its instance: logs.py sets X-Instance-ID beside X-Request-ID)."""
 from __future__ import annotations
 
 import os
@@ -27,7 +28,7 @@ def init_app(app: Flask) -> None:
 def start_background(app: Flask) -> None:
     """This process's background threads, once: the revocation reload timer (its first load
     before serving, SPEC 4) and the poller (reconnects, probe lock, transitions). gunicorn's
-    post_worker_init calls it before a worker serves; on every request it costs one comparison."""
+    post_worker_init calls it before a worker serves; called again, it costs one comparison."""
     current = state(app)
     if current.background_pid == os.getpid():
         return

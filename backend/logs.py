@@ -1,4 +1,5 @@
-"""Request ids, log formatting (text or one JSON object per line) and the per-request log line."""
+"""Request ids, log formatting (text or one JSON object per line) and the per-request hook:
+X-Request-ID and X-Instance-ID on every response, the request metrics and the log line."""
 from __future__ import annotations
 
 import json

@@ -247,3 +247,34 @@ def test_greenlet_workers_are_refused():
         assert result.returncode != 0
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and f"worker class '{worker}' is not supported" in lines[0], result.stderr
+
+
+def test_the_watchdog_cuts_a_socket_past_its_deadline_and_leaves_a_released_one():
+    """A call still waiting at its deadline finds its socket shut down (and release says so);
+    a call released in time keeps its socket, and so do the thousands released before it."""
+    import socket
+
+    from backend.db.deadline import WATCHDOG, Watchdog
+
+    ours, peer = socket.socketpair()
+    try:
+        for _ in range(5000):
+            assert WATCHDOG.release(WATCHDOG.watch(ours.fileno(), 5.0)) is False
+        token = WATCHDOG.watch(ours.fileno(), 0.05)
+        ours.settimeout(5)
+        started = time.monotonic()
+        assert ours.recv(1) == b""  # shut down under the blocked read: end of stream
+        assert time.monotonic() - started <= 0.05 + Watchdog.POLL_S + 0.5
+        assert WATCHDOG.release(token) is True
+    finally:
+        ours.close()
+        peer.close()
+    kept, peer = socket.socketpair()
+    try:
+        assert WATCHDOG.release(WATCHDOG.watch(kept.fileno(), 0.05)) is False
+        time.sleep(0.05 + Watchdog.POLL_S * 2)  # past the deadline of a watch no longer held
+        peer.sendall(b"x")
+        assert kept.recv(1) == b"x"
+    finally:
+        kept.close()
+        peer.close()

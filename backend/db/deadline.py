@@ -10,7 +10,6 @@ and the stuck connection never goes back to the pool.
 """
 from __future__ import annotations
 
-import heapq
 import itertools
 import os
 import socket
@@ -39,10 +38,11 @@ class Watch:
     """One call under a deadline: a duplicate of its socket's descriptor, so the
     watchdog can never shut down an unrelated socket that reused the number."""
 
-    __slots__ = ("fileno", "fired")
+    __slots__ = ("fileno", "deadline", "fired")
 
-    def __init__(self, fileno: int):
-        self.fileno: int | None = fileno
+    def __init__(self, fileno: int, deadline: float):
+        self.fileno = fileno
+        self.deadline = deadline
         self.fired = False
 
 
@@ -54,57 +54,60 @@ class Watchdog:
     at most POLL_S late, and on time once the thread has seen it. A watch that is
     never released (its connection failed and was dropped) simply fires later,
     on a socket nobody uses any more.
+
+    Only watches in flight are kept (a released one is gone at once), and the lock
+    is held for a dictionary operation or one scan of them, never while the thread
+    sleeps: a request thread never waits for the watchdog. Whoever takes a watch
+    out of the dictionary owns its descriptor and closes it.
     """
 
     POLL_S = 0.1
 
     def __init__(self) -> None:
-        self._lock = threading.Condition()
-        self._heap: list[tuple[float, int, Watch]] = []
+        self._lock = threading.Lock()
+        self._watches: dict[int, Watch] = {}
         self._tokens = itertools.count()
         self._pid: int | None = None
         # A lock held by another thread at fork time would stay held in the child.
         os.register_at_fork(after_in_child=self._forget_parent)
 
     def _forget_parent(self) -> None:
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
+        self._watches = {}
         self._pid = None
 
-    def _ensure_thread(self) -> None:
-        if self._pid != os.getpid():  # first use, or first use after a fork
-            self._pid = os.getpid()
-            self._heap.clear()
-            threading.Thread(target=self._run, name="db-deadline-watchdog", daemon=True).start()
-
-    def watch(self, fileno: int, seconds: float) -> Watch:
-        watch = Watch(os.dup(fileno))
+    def watch(self, fileno: int, seconds: float) -> tuple[int, Watch]:
+        watch = Watch(os.dup(fileno), time.monotonic() + seconds)
+        token = next(self._tokens)
         with self._lock:
-            self._ensure_thread()
-            heapq.heappush(self._heap, (time.monotonic() + seconds, next(self._tokens), watch))
-        return watch
+            if self._pid != os.getpid():  # first use, or first use after a fork
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, args=(self._pid,), name="db-deadline-watchdog", daemon=True).start()
+            self._watches[token] = watch
+        return token, watch
 
-    def release(self, watch: Watch) -> bool:
+    def release(self, token: tuple[int, Watch]) -> bool:
         """Stop watching; True if the deadline had already fired."""
+        key, watch = token
         with self._lock:
-            fileno, watch.fileno = watch.fileno, None
-        if fileno is not None:
-            os.close(fileno)
+            mine = self._watches.pop(key, None) is not None
+        if mine:
+            os.close(watch.fileno)
         return watch.fired
 
-    def _run(self) -> None:
-        pid = os.getpid()
-        with self._lock:
-            while self._pid == pid:
-                now = time.monotonic()
-                while self._heap and (self._heap[0][0] <= now or self._heap[0][2].fileno is None):
-                    _, _, watch = heapq.heappop(self._heap)
-                    if watch.fileno is not None:
-                        watch.fired = True
-                        _shutdown(watch.fileno)
-                        os.close(watch.fileno)
-                        watch.fileno = None
-                timeout = min(self._heap[0][0] - now, self.POLL_S) if self._heap else self.POLL_S
-                self._lock.wait(timeout)
+    def _run(self, pid: int) -> None:
+        while self._pid == pid:
+            now = time.monotonic()
+            with self._lock:
+                due = [key for key, watch in self._watches.items() if watch.deadline <= now]
+                fired = [self._watches.pop(key) for key in due]
+                for watch in fired:
+                    watch.fired = True  # before release() can look: a cut connection is never reused
+                soonest = min((watch.deadline for watch in self._watches.values()), default=now + self.POLL_S)
+            for watch in fired:
+                _shutdown(watch.fileno)
+                os.close(watch.fileno)
+            time.sleep(min(max(soonest - now, 0.001), self.POLL_S))
 
 
 def _shutdown(fileno: int) -> None:
@@ -130,13 +133,13 @@ class DeadlineExceeded(sa_exc.TimeoutError):
     """
 
 
-def watch(dbapi_connection: Any, seconds: float) -> Watch | None:
+def watch(dbapi_connection: Any, seconds: float) -> tuple[int, Watch] | None:
     """Cut ``dbapi_connection``'s socket after ``seconds`` unless released first; None for SQLite."""
     fileno = socket_fileno(dbapi_connection)
     return None if fileno is None else WATCHDOG.watch(fileno, max(seconds, 0.001))
 
 
-def release(watch: Watch | None) -> bool:
+def release(watch: tuple[int, Watch] | None) -> bool:
     """Stop a watch; True if it had fired (the connection is cut and must not be reused)."""
     return watch is not None and WATCHDOG.release(watch)
 

@@ -184,6 +184,8 @@ def main() -> int:
                         for name, where in urls.items()}
             rounds = interleaved(measures)
             rps.update({f"{name}_{model}": statistics.median(values) for name, values in rounds.items()})
+            print(f"  req/s by round, {model}:", {name: [round(value) for value in values] for name, values in rounds.items()},
+                  file=sys.stderr)
             shape = f"{WORKERS} sync workers" if model == "sync" else f"1 gthread worker x {THREADS}"
             floor = ratio(rounds, "livez", "hello")
             table.add(f"1. /livez vs a bare Flask hello app, {shape}",

@@ -327,3 +327,26 @@ def test_forced_probes_rewrite_the_shared_result_only_when_it_says_something_new
 
     wait_for(lambda: client.get("/api/database/health?force=true", headers=headers).status_code == 200
              and read_json(path)["probed_at"] > published + 0.5, "an unchanged result written again after 0.5 s")
+
+
+def test_a_slow_probe_overtaken_by_one_that_said_nothing_new_is_not_published(sqlite_app):
+    """Probes start at t0, t0 + 0.5 (alike: not written again) and t0 + 0.2 (down, finishing last):
+    the last one is older than what the instance already knows, so it is dropped, not published
+    as a change; a down result newer than both is published at once."""
+    import copy
+
+    from backend.fleet.folder import read_json
+    from backend.health import shared
+
+    path = f"{sqlite_app.instance_path}/{shared.SHARED_FILE}"
+    with sqlite_app.app_context():
+        snapshot, _ = state(sqlite_app).monitor.health(force=True)
+        down = copy.deepcopy(snapshot)
+        down["components"]["primary"].update(status="unhealthy", message="down")
+        t0 = read_json(path)["probed_at"] + 10
+        assert shared.publish(sqlite_app, snapshot, t0) == []
+        assert shared.publish(sqlite_app, snapshot, t0 + 0.5) == []
+        assert shared.publish(sqlite_app, down, t0 + 0.2) == []
+        assert read_json(path)["snapshot"]["components"]["primary"]["status"] == snapshot["status"]
+        changes = shared.publish(sqlite_app, down, t0 + 0.6)
+    assert [(change["component"], change["to"]) for change in changes] == [("primary", "unhealthy")]

@@ -90,9 +90,25 @@ def _read(app: Flask) -> dict[str, Any] | None:
 
 def _write(path: str, document: dict[str, Any]) -> None:
     write_json(path, document)
+    _seen_at(path, document["probed_at"], json.loads(json.dumps(document, default=str)))
+
+
+def _seen_at(path: str, probed_at: float, document: Any) -> None:
+    """Stamp the file with the start of the newest probe it speaks for: the one it holds, or a
+    later one found to say nothing new. A probe that started before that is overtaken."""
+    os.utime(path, (probed_at, probed_at))
     identity = _identity(path)
     if identity is not None:
-        _last_seen[path] = (identity, json.loads(json.dumps(document, default=str)))
+        _last_seen[path] = (identity, document)
+
+
+def _newest_probe(path: str, previous: dict[str, Any] | None) -> float:
+    if previous is None:
+        return float("-inf")
+    try:
+        return max(previous["probed_at"], os.stat(path).st_mtime)
+    except OSError:
+        return previous["probed_at"]
 
 
 def read_shared(app: Flask, max_age: float) -> tuple[dict[str, Any], float] | None:
@@ -154,12 +170,14 @@ def _nothing_new(app: Flask, previous: dict[str, Any] | None, document: dict[str
 def publish(app: Flask, snapshot: dict[str, Any], probed_at: float) -> list[Change]:
     """Share a probe's result with this instance's workers; record and return what changed.
 
-    A result older than the one already published (a slow probe overtaken by
-    a quicker one) is not published and changes nothing.
+    A result older than the one already published, or than a later one that said
+    nothing new (a slow probe overtaken by a quicker one), is not published and
+    changes nothing.
     """
-    with locked(_path(app) + ".lock"):
+    path = _path(app)
+    with locked(path + ".lock"):
         previous = _read(app)
-        if previous is not None and previous["probed_at"] > probed_at:
+        if _newest_probe(path, previous) > probed_at:
             return []
         changes = _changes(previous, snapshot)
         document = {"probed_at": probed_at, "pid": os.getpid(), "databases": _databases(app), "snapshot": snapshot}
@@ -169,8 +187,9 @@ def publish(app: Flask, snapshot: dict[str, Any], probed_at: float) -> list[Chan
             except Exception:
                 log.exception("publish hook %s failed", getattr(hook, "__name__", hook))
         if _nothing_new(app, previous, document, changes):
+            _seen_at(path, probed_at, previous)
             return []
-        _write(_path(app), document)
+        _write(path, document)
     for change in changes:
         # A recovery is good news; a change of server (a failover) is worth a warning whatever the status.
         level = logging.INFO if change["to"] == "healthy" and change["kind"] == "status" else logging.WARNING

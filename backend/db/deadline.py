@@ -57,8 +57,10 @@ class Watchdog:
 
     Only watches in flight are kept (a released one is gone at once), and the lock
     is held for a dictionary operation or one scan of them, never while the thread
-    sleeps: a request thread never waits for the watchdog. Whoever takes a watch
-    out of the dictionary owns its descriptor and closes it.
+    sleeps: a request thread never waits for the watchdog long. A due watch is
+    marked fired and its socket shut down before the lock is let go, so release()
+    never reports a live socket as cut, nor a cut one as live. Whoever takes a
+    watch out of the dictionary owns its descriptor and closes it.
     """
 
     POLL_S = 0.1
@@ -72,6 +74,11 @@ class Watchdog:
         os.register_at_fork(after_in_child=self._forget_parent)
 
     def _forget_parent(self) -> None:
+        for watch in self._watches.values():  # the parent's duplicates, inherited: not this process's to watch
+            try:
+                os.close(watch.fileno)
+            except OSError:
+                pass
         self._lock = threading.Lock()
         self._watches = {}
         self._pid = None
@@ -101,11 +108,11 @@ class Watchdog:
             with self._lock:
                 due = [key for key, watch in self._watches.items() if watch.deadline <= now]
                 fired = [self._watches.pop(key) for key in due]
-                for watch in fired:
-                    watch.fired = True  # before release() can look: a cut connection is never reused
+                for watch in fired:  # cut before release() can look (shutdown does not block)
+                    watch.fired = True
+                    _shutdown(watch.fileno)
                 soonest = min((watch.deadline for watch in self._watches.values()), default=now + self.POLL_S)
             for watch in fired:
-                _shutdown(watch.fileno)
                 os.close(watch.fileno)
             time.sleep(min(max(soonest - now, 0.001), self.POLL_S))
 

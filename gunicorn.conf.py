@@ -16,6 +16,7 @@ and request id) to stdout, so gunicorn's access log is off; gunicorn's error log
 goes to stderr, as JSON when LOG_FORMAT=json.
 """
 import gc
+import importlib
 import multiprocessing
 import os
 import re
@@ -96,19 +97,20 @@ _own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _own_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="dbhealth-metrics-")
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
-_metrics_pids = {os.getpid()}  # the master imports the package (below), and may write some too
+_metrics_pids = {os.getpid()}  # the master imports prometheus_client (below), and may write some too
 _METRICS_FILE = re.compile(r"[a-z_]+_(\d+)\.db")
+LIBRARIES = ("flask", "flask_sqlalchemy", "flask_jwt_extended", "flask_limiter", "flask_migrate", "sqlalchemy.orm",
+             "prometheus_client", "tenacity", "psycopg2", "pymysql")
 
 
 def on_starting(server):
-    """Import the service's code once, in the master, and no more: a worker forked from it, at
-    start and at every max_requests recycle, then builds its app in tens of milliseconds instead
-    of importing for more than half a second (while a lone gthread worker serves nothing). The
-    app itself, its engines, connections and threads, are made in each worker (no preload_app)."""
-    import psycopg2  # noqa: F401  (the drivers too: SQLAlchemy imports them as it builds an engine)
-    import pymysql  # noqa: F401
-
-    import backend  # noqa: F401
+    """Import the libraries once, in the master, and no more: a worker forked from it, at start
+    and at every max_requests recycle, then imports only the service's own code (~40 ms) instead
+    of everything (~0.5 s, while a lone gthread worker serves nothing). The service's code is not
+    imported here, so a HUP still loads a new version of it; new library versions need a restart.
+    The app, its engines, connections and threads are made in each worker (no preload_app)."""
+    for name in LIBRARIES:
+        importlib.import_module(name)
 
 
 def post_worker_init(worker):

@@ -10,7 +10,6 @@ and the stuck connection never goes back to the pool.
 """
 from __future__ import annotations
 
-import itertools
 import os
 import socket
 import threading
@@ -60,44 +59,42 @@ class Watchdog:
     sleeps: a request thread never waits for the watchdog long. A due watch is
     marked fired and its socket shut down before the lock is let go, so release()
     never reports a live socket as cut, nor a cut one as live. Whoever takes a
-    watch out of the dictionary owns its descriptor and closes it.
+    watch out of the set owns its descriptor and closes it.
     """
 
     POLL_S = 0.1
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._watches: dict[int, Watch] = {}
-        self._tokens = itertools.count()
+        self._watches: set[Watch] = set()
         self._pid: int | None = None
         # A lock held by another thread at fork time would stay held in the child.
         os.register_at_fork(after_in_child=self._forget_parent)
 
     def _forget_parent(self) -> None:
-        for watch in self._watches.values():  # the parent's duplicates, inherited: not this process's to watch
+        for watch in self._watches:  # the parent's duplicates, inherited: not this process's to watch
             try:
                 os.close(watch.fileno)
             except OSError:
                 pass
         self._lock = threading.Lock()
-        self._watches = {}
+        self._watches = set()
         self._pid = None
 
-    def watch(self, fileno: int, seconds: float) -> tuple[int, Watch]:
+    def watch(self, fileno: int, seconds: float) -> Watch:
         watch = Watch(os.dup(fileno), time.monotonic() + seconds)
-        token = next(self._tokens)
         with self._lock:
             if self._pid != os.getpid():  # first use, or first use after a fork
                 self._pid = os.getpid()
                 threading.Thread(target=self._run, args=(self._pid,), name="db-deadline-watchdog", daemon=True).start()
-            self._watches[token] = watch
-        return token, watch
+            self._watches.add(watch)
+        return watch
 
-    def release(self, token: tuple[int, Watch]) -> bool:
+    def release(self, watch: Watch) -> bool:
         """Stop watching; True if the deadline had already fired."""
-        key, watch = token
         with self._lock:
-            mine = self._watches.pop(key, None) is not None
+            mine = watch in self._watches
+            self._watches.discard(watch)
         if mine:
             os.close(watch.fileno)
         return watch.fired
@@ -106,12 +103,12 @@ class Watchdog:
         while self._pid == pid:
             now = time.monotonic()
             with self._lock:
-                due = [key for key, watch in self._watches.items() if watch.deadline <= now]
-                fired = [self._watches.pop(key) for key in due]
+                fired = [watch for watch in self._watches if watch.deadline <= now]
+                self._watches.difference_update(fired)
                 for watch in fired:  # cut before release() can look (shutdown does not block)
                     watch.fired = True
                     _shutdown(watch.fileno)
-                soonest = min((watch.deadline for watch in self._watches.values()), default=now + self.POLL_S)
+                soonest = min((watch.deadline for watch in self._watches), default=now + self.POLL_S)
             for watch in fired:
                 os.close(watch.fileno)
             time.sleep(min(max(soonest - now, 0.001), self.POLL_S))
@@ -140,13 +137,13 @@ class DeadlineExceeded(sa_exc.TimeoutError):
     """
 
 
-def watch(dbapi_connection: Any, seconds: float) -> tuple[int, Watch] | None:
+def watch(dbapi_connection: Any, seconds: float) -> Watch | None:
     """Cut ``dbapi_connection``'s socket after ``seconds`` unless released first; None for SQLite."""
     fileno = socket_fileno(dbapi_connection)
     return None if fileno is None else WATCHDOG.watch(fileno, max(seconds, 0.001))
 
 
-def release(watch: tuple[int, Watch] | None) -> bool:
+def release(watch: Watch | None) -> bool:
     """Stop a watch; True if it had fired (the connection is cut and must not be reused)."""
     return watch is not None and WATCHDOG.release(watch)
 

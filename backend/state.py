@@ -45,7 +45,6 @@ class DbHealth:
     generation_lock: threading.Lock = field(default_factory=threading.Lock)
     unrecorded: list[tuple[int, Any]] = field(default_factory=list)  # generations applied, not yet stored
     last_probe: dict[str, Any] | None = None  # this process's own last probe, for /status workers
-    background_pid: int | None = None  # the process whose revocation timer and poller run (fleet.start_background)
     poller: ProcessThread = field(default_factory=lambda: ProcessThread("dbhealth-poller"))
     wake: threading.Event = field(default_factory=threading.Event)  # something for the poller to do now
     pruned_at: float = 0.0

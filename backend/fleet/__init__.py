@@ -3,8 +3,6 @@ thread, and the small files the workers of one instance share (every response
 names its instance: logs.py sets X-Instance-ID beside X-Request-ID)."""
 from __future__ import annotations
 
-import os
-
 from flask import Flask
 
 from ..state import state
@@ -26,14 +24,10 @@ def init_app(app: Flask) -> None:
 
 
 def start_background(app: Flask) -> None:
-    """This process's background threads, once: the revocation reload timer (its first load
+    """This process's background threads, once each: the revocation reload timer (its first load
     before serving, SPEC 4) and the poller (reconnects, probe lock, transitions). gunicorn's
-    post_worker_init calls it before a worker serves; called again, it costs one comparison."""
-    current = state(app)
-    if current.background_pid == os.getpid():
-        return
+    post_worker_init calls it before a worker serves."""
     from . import poller  # it uses db/ and health/, which use this package's files
 
-    current.revoked.start()
+    state(app).revoked.start()
     poller.start(app)
-    current.background_pid = os.getpid()

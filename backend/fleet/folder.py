@@ -23,11 +23,14 @@ def read_json(path: str) -> Any:
         return None
 
 
-def write_json(path: str, data: Any) -> None:
+def write_json(path: str, data: Any) -> str:
+    """Replace the file atomically with ``data``; returns the JSON text written."""
+    text = json.dumps(data, default=str, separators=(",", ":"))  # dump() would use the pure-Python encoder
     temporary = f"{path}.{os.getpid()}.tmp"
     with open(temporary, "w") as handle:
-        handle.write(json.dumps(data, default=str, separators=(",", ":")))  # dump() would use the pure-Python encoder
+        handle.write(text)
     os.replace(temporary, path)
+    return text
 
 
 @contextmanager

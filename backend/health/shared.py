@@ -89,8 +89,8 @@ def _read(app: Flask) -> dict[str, Any] | None:
 
 
 def _write(path: str, document: dict[str, Any]) -> None:
-    write_json(path, document)
-    _seen_at(path, document["probed_at"], json.loads(json.dumps(document, default=str)))
+    text = write_json(path, document)
+    _seen_at(path, document["probed_at"], json.loads(text))  # as a reader would parse it
 
 
 def _seen_at(path: str, probed_at: float, document: Any) -> None:

@@ -51,11 +51,12 @@ def _requested_worker_class() -> str:
 
 # gunicorn turns a sync worker with threads > 1 into gthread: -k sync gets one thread
 # (--threads N on the command line still wins, and then gunicorn's rule applies).
-threads = 1 if _requested_worker_class() in SYNC_WORKERS else 4
+_requested = _requested_worker_class()
+threads = 1 if _requested in SYNC_WORKERS else 4
 
-if _requested_worker_class() not in SUPPORTED_WORKERS:
+if _requested not in SUPPORTED_WORKERS:
     raise SystemExit(
-        f"error: gunicorn worker class {_requested_worker_class()!r} is not supported, use gthread (the default) "
+        f"error: gunicorn worker class {_requested!r} is not supported, use gthread (the default) "
         "or sync: the database deadline watchdog is a thread that greenlet workers never run"
     )
 timeout = 30  # a worker stuck longer than this is replaced

@@ -329,6 +329,37 @@ def test_forced_probes_rewrite_the_shared_result_only_when_it_says_something_new
              and read_json(path)["probed_at"] > published + 0.5, "an unchanged result written again after 0.5 s")
 
 
+def test_results_alike_but_for_measurements_are_not_written_again(sqlite_app):
+    """Each worker measures capacity risks at its own times: two results that differ only in those
+    measurements (and timings) say nothing new, and leave the published file as it is, so the
+    other workers need not read it again; a different verdict is written at once."""
+    import copy
+    import os
+
+    from backend.fleet.folder import read_json
+    from backend.health import shared
+
+    path = f"{sqlite_app.instance_path}/{shared.SHARED_FILE}"
+    with sqlite_app.app_context():
+        snapshot, _ = state(sqlite_app).monitor.health(force=True)
+        t0 = read_json(path)["probed_at"]
+        identity = os.stat(path)
+        risk = {"risk": "xid_age", "value": 47, "threshold": 10**9, "unit": "transactions", "over": False, "message": "fine"}
+        for step, (value, checked_at) in enumerate([(47, "2026-01-01T00:00:00Z"), (49, "2026-01-01T00:00:07Z")]):
+            worker = copy.deepcopy(snapshot)
+            worker["components"]["primary"]["risks"] = {"checked_at": checked_at, "items": [{**risk, "value": value}]}
+            worker["components"]["primary"]["response_time_ms"] = 1.0 + step
+            assert shared.publish(sqlite_app, worker, t0 + 0.1 * (step + 1)) == []
+        after = os.stat(path)
+        assert (after.st_ino, after.st_mtime_ns) == (identity.st_ino, identity.st_mtime_ns)
+        assert read_json(path)["probed_at"] == t0
+
+        warned = copy.deepcopy(snapshot)
+        warned["components"]["primary"]["warnings"] = ["xid_age: database test is 1500000000 transactions from its last freeze"]
+        shared.publish(sqlite_app, warned, t0 + 0.3)
+    assert read_json(path)["snapshot"]["components"]["primary"]["warnings"] == warned["components"]["primary"]["warnings"]
+
+
 def test_a_slow_probe_overtaken_by_one_that_said_nothing_new_is_not_published(sqlite_app):
     """Probes start at t0, t0 + 0.5 (alike: not written again) and t0 + 0.2 (down, finishing last):
     the last one is older than what the instance already knows, so it is dropped, not published

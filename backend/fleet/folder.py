@@ -34,14 +34,14 @@ def write_json(path: str, data: Any) -> str:
 
 
 @contextmanager
-def locked(path: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if missing) for the block."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def locked(path: str) -> Iterator[int]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the block; yields its descriptor."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def try_lock(path: str) -> int | None:

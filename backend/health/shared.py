@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -26,8 +27,12 @@ from .transitions import record_transition
 
 SHARED_FILE = "health.json"
 REWRITE_AFTER_S = 1.0  # an unchanged result is written again once the published one is this old
-# What moves from one probe to the next without telling a sibling or a detector anything new.
-VOLATILE = frozenset({"timestamp", "response_time_ms", "cached", "pool_status", "connections", "replication_lag_s"})
+# What moves from one probe to the next without telling a sibling or a detector anything new:
+# measurements (a risk over its threshold shows as a warning, which is compared). Each worker
+# measures its own risks, at its own times: compared, two workers' alike results alternate as
+# "new" and every forced probe rewrites the file.
+VOLATILE = frozenset({"timestamp", "response_time_ms", "cached", "pool_status", "connections", "replication_lag_s",
+                      "risks"})
 log = logging.getLogger(__name__)
 
 # A change: {"component", "from", "to", "message", "kind"}; kind is "status" or the detector's name.
@@ -54,10 +59,18 @@ def _path(app: Flask) -> str:
     return os.path.join(app.instance_path, SHARED_FILE)
 
 
+_digests: weakref.WeakKeyDictionary[Flask, str] = weakref.WeakKeyDictionary()
+
+
 def _databases(app: Flask) -> str:
-    """What was probed: a result about other databases (a folder reused with new settings) is not shared."""
-    urls = [app.config["SQLALCHEMY_DATABASE_URI"], *(bind["url"] for bind in app.config["SQLALCHEMY_BINDS"].values())]
-    return hashlib.sha256("\n".join(str(url) for url in urls).encode()).hexdigest()[:16]
+    """What was probed: a result about other databases (a folder reused with new settings) is not shared.
+
+    The URLs are set when the app is made, so their digest is taken once per app."""
+    digest = _digests.get(app)
+    if digest is None:
+        urls = [app.config["SQLALCHEMY_DATABASE_URI"], *(bind["url"] for bind in app.config["SQLALCHEMY_BINDS"].values())]
+        digest = _digests[app] = hashlib.sha256("\n".join(str(url) for url in urls).encode()).hexdigest()[:16]
+    return digest
 
 
 # The document this process last read or wrote, by the file's identity: a file unchanged since
@@ -90,25 +103,23 @@ def _read(app: Flask) -> dict[str, Any] | None:
 
 def _write(path: str, document: dict[str, Any]) -> None:
     text = write_json(path, document)
-    _seen_at(path, document["probed_at"], json.loads(text))  # as a reader would parse it
-
-
-def _seen_at(path: str, probed_at: float, document: Any) -> None:
-    """Stamp the file with the start of the newest probe it speaks for: the one it holds, or a
-    later one found to say nothing new. A probe that started before that is overtaken."""
-    os.utime(path, (probed_at, probed_at))
+    os.utime(path, (document["probed_at"], document["probed_at"]))  # read_shared's age, without parsing
     identity = _identity(path)
     if identity is not None:
-        _last_seen[path] = (identity, document)
+        _last_seen[path] = (identity, json.loads(text))  # as a reader would parse it
 
 
-def _newest_probe(path: str, previous: dict[str, Any] | None) -> float:
+# The start of the newest probe the published file speaks for (the one it holds, or a later one
+# found to say nothing new) is the lock file's mtime, so that stamping it leaves the file, and
+# every worker's parsed copy of it, as they are. A probe that started before it is overtaken.
+def _stamp(lock: int, probed_at: float) -> None:
+    os.utime(lock, (probed_at, probed_at))
+
+
+def _newest_probe(lock: int, previous: dict[str, Any] | None) -> float:
     if previous is None:
-        return float("-inf")
-    try:
-        return max(previous["probed_at"], os.stat(path).st_mtime)
-    except OSError:
-        return previous["probed_at"]
+        return float("-inf")  # the lock file's own mtime, when new, is when it was made
+    return max(previous["probed_at"], os.fstat(lock).st_mtime)
 
 
 def read_shared(app: Flask, max_age: float) -> tuple[dict[str, Any], float] | None:
@@ -175,9 +186,9 @@ def publish(app: Flask, snapshot: dict[str, Any], probed_at: float) -> list[Chan
     changes nothing.
     """
     path = _path(app)
-    with locked(path + ".lock"):
+    with locked(path + ".lock") as lock:
         previous = _read(app)
-        if _newest_probe(path, previous) > probed_at:
+        if _newest_probe(lock, previous) > probed_at:
             return []
         changes = _changes(previous, snapshot)
         document = {"probed_at": probed_at, "pid": os.getpid(), "databases": _databases(app), "snapshot": snapshot}
@@ -186,10 +197,9 @@ def publish(app: Flask, snapshot: dict[str, Any], probed_at: float) -> list[Chan
                 hook(app, previous, document, changes)
             except Exception:
                 log.exception("publish hook %s failed", getattr(hook, "__name__", hook))
-        if _nothing_new(app, previous, document, changes):
-            _seen_at(path, probed_at, previous)
-            return []
-        _write(path, document)
+        if not _nothing_new(app, previous, document, changes):
+            _write(path, document)
+        _stamp(lock, probed_at)
     for change in changes:
         # A recovery is good news; a change of server (a failover) is worth a warning whatever the status.
         level = logging.INFO if change["to"] == "healthy" and change["kind"] == "status" else logging.WARNING

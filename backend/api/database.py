@@ -111,6 +111,8 @@ def wants_health_json() -> bool:
 
     ``application/health+json;q=0`` means "not this"; ``*/*`` means plain JSON.
     """
+    if HEALTH_JSON not in request.headers.get("Accept", "").lower():
+        return False
     accept = request.accept_mimetypes
     named = max((q for value, q in accept if value.split(";")[0].strip().lower() == HEALTH_JSON), default=0)
     return named > 0 and named >= accept.quality("application/json")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -293,3 +294,44 @@ def test_no_worker_can_end_a_sibling_workers_probe_connection(fleet):
             status, body, _ = call(fleet.a, f"/api/database/sessions/{pid}/terminate", admin, "POST")
             assert status == 403 and body["code"] == "kill_not_allowed", (pid, body)
     assert call(fleet.a, "/api/database/health?force=true", admin)[0] == 200
+
+
+@pytest.mark.parametrize("fleet", ["postgresql"], indirect=True)
+def test_concurrent_forced_probes_share_one_probe_across_sync_workers(fleet, tmp_path):
+    """SPEC 5: concurrent requests share one in-flight probe. Sync workers serve one request each, so
+    that takes the instance's flight lock: forced requests from 8 clients to 2 sync workers make
+    fewer probes than answers, counted by pg_stat_statements, and every answer is a healthy probe."""
+    user = f"fleet_sync_{uuid.uuid4().hex[:8]}"
+    with fleet.admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE ROLE {user} LOGIN SUPERUSER")
+    env = {**_gunicorn_env(f"postgresql://{user}@127.0.0.1:{fleet.proxy.port}/app", tmp_path, None),
+           "DB_HEALTH_CHECK_INTERVAL": "0", "DB_HEALTH_TIMEOUT": "2"}
+    server = Gunicorn(env, workers=2, extra=("--worker-class", "sync"))
+    try:
+        viewer = bearer(fleet.app, "viewer")
+        assert call(server, "/api/database/health?force=true", viewer)[0] == 200
+        answers: list[tuple[int, bool]] = []
+        until = time.monotonic() + 3
+
+        def ask():
+            while time.monotonic() < until:
+                status, body, _ = call(server, "/api/database/health?force=true", viewer)
+                answers.append((status, body["data"]["cached"], body["data"]["status"]))
+
+        with fleet.admin.connect() as connection:
+            connection.exec_driver_sql("SELECT pg_stat_statements_reset()")
+            clients = [threading.Thread(target=ask) for _ in range(8)]
+            for client in clients:
+                client.start()
+            for client in clients:
+                client.join()
+            probes = connection.exec_driver_sql(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
+                "WHERE strpos(query, 'pg_is_in_recovery()') > 0 AND userid::regrole::text = %s", (user,)
+            ).scalar()
+    finally:
+        server.stop()
+    print(f"{len(answers)} forced answers, {probes} probes")
+    assert set(answers) == {(200, False, "healthy")}
+    assert len(answers) >= 100
+    assert probes <= 0.85 * len(answers), (probes, len(answers))

@@ -24,7 +24,7 @@ from .. import metrics
 from ..db import reconnect
 from ..db.budget import Budget, using
 from ..state import state
-from . import judge, shared
+from . import flight, judge, shared
 from .component import ComponentProber, iso_now, result
 from .history import ProbeHistory
 from .migrations import MigrationState
@@ -66,7 +66,13 @@ class HealthMonitor:
         if not leader:
             return future.result(timeout=self.app.config["DB_HEALTH_TIMEOUT"] + 5), False
         try:
-            snapshot = self._check_all()
+            budget = Budget(time.perf_counter(), self.app.config["DB_HEALTH_TIMEOUT"])
+            if self.shares:
+                snapshot, age = flight.probe_once(self.app, budget, self._check_all)
+                if age is not None:
+                    self._adopt(snapshot, age)
+            else:
+                snapshot = self._check_all(budget)
             future.set_result(snapshot)
             return snapshot, False
         except BaseException as error:
@@ -88,7 +94,10 @@ class HealthMonitor:
         found = shared.read_shared(self.app, self.app.config["DB_HEALTH_CACHE_TTL"]) if self.shares else None
         if found is None:
             return False
-        snapshot, age = found
+        return self._adopt(*found)
+
+    def _adopt(self, snapshot: dict[str, Any], age: float) -> bool:
+        """Keep a sibling's result unless ours is newer; whether what we keep is within the TTL."""
         with self.lock:
             if self.snapshot is not None and self.snapshot_at >= time.monotonic() - age:
                 return self._fresh()
@@ -107,17 +116,17 @@ class HealthMonitor:
     def migration_state(self, force: bool = False) -> dict[str, Any]:
         return self.migrations.get(force)
 
-    def _check_all(self) -> dict[str, Any]:
+    def _check_all(self, budget: Budget) -> dict[str, Any]:
         """Probe the primary here and every bind (and the pooler) in parallel, then judge the whole.
 
-        One budget of DB_HEALTH_TIMEOUT covers it all: connecting, the probes and
-        the migration check, whatever the number of databases.
+        One budget (DB_HEALTH_TIMEOUT, or what a wait for a sibling left of it)
+        covers it all: connecting, the probes and the migration check, whatever the
+        number of databases.
         """
         reconnect.apply_pending_reconnect(self.app)
         probed_at = time.time()
         keys = component_keys(self.app)
-        timeout = self.app.config["DB_HEALTH_TIMEOUT"]
-        budget = Budget(time.perf_counter(), timeout)
+        timeout = budget.seconds
         binds = [name for name in keys if name != "primary"]
         others = binds + (["pooler"] if self.components.pooler else [])
         results: dict[str, dict[str, Any]] = {}

@@ -122,6 +122,14 @@ def _newest_probe(lock: int, previous: dict[str, Any] | None) -> float:
     return max(previous["probed_at"], os.fstat(lock).st_mtime)
 
 
+def stamp(app: Flask) -> int | None:
+    """Changes whenever a result is published, or found to say nothing new."""
+    try:
+        return os.stat(_path(app) + ".lock").st_mtime_ns
+    except OSError:
+        return None
+
+
 def read_shared(app: Flask, max_age: float) -> tuple[dict[str, Any], float] | None:
     """The instance's last published snapshot and its age, if younger than ``max_age`` seconds."""
     if max_age <= 0:

@@ -1,0 +1,151 @@
+"""One probe in flight per instance: a worker that finds a sibling probing shares its result.
+
+A sibling worker is played by a second open file description of the instance's
+flight lock (flock locks belong to one, so this process then contends with
+itself exactly as two workers do); the end-to-end test runs two sync workers.
+"""
+from __future__ import annotations
+
+import copy
+import fcntl
+import os
+import threading
+import time
+
+import pytest
+
+from backend.health import flight, shared
+from backend.state import state
+from tests.conftest import bearer
+
+TIMEOUT_S = 1.0
+MARGIN_S = 0.5  # a busy 2-core machine
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app(DB_HEALTH_TIMEOUT=TIMEOUT_S)
+
+
+class Sibling:
+    """Holds the instance's flight lock as another worker probing would."""
+
+    def __init__(self, app):
+        self.app = app
+        self.fd = os.open(os.path.join(app.instance_path, flight.FLIGHT_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def publish(self, snapshot):
+        with self.app.app_context():
+            shared.publish(self.app, snapshot, time.time())
+
+    def land(self):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def forced_in_background(app):
+    answer = {}
+
+    def ask():
+        started = time.monotonic()
+        with app.app_context():
+            answer["snapshot"], answer["cached"] = state(app).monitor.health(force=True)
+        answer["elapsed"] = time.monotonic() - started
+
+    thread = threading.Thread(target=ask)
+    thread.start()
+    return thread, answer
+
+
+def checks_total(app) -> int:
+    return state(app).monitor.report()["checks_total"]
+
+
+def test_a_forced_probe_waits_for_a_siblings_probe_and_answers_with_its_result(app):
+    with app.app_context():
+        first, _ = state(app).monitor.health(force=True)
+    probes = checks_total(app)
+    sibling = Sibling(app)
+    try:
+        thread, answer = forced_in_background(app)
+        time.sleep(0.2)
+        assert thread.is_alive(), "answered without waiting for the probe in flight"
+        theirs = copy.deepcopy(first)
+        theirs["message"] = theirs["components"]["primary"]["message"] = "probed by a sibling"
+        theirs["components"]["primary"]["server"] = {"address": "sibling", "port": 1}  # something new: written
+        sibling.publish(theirs)
+    finally:
+        sibling.land()
+    thread.join(5)
+    assert answer["snapshot"]["message"] == "probed by a sibling"
+    assert answer["cached"] is False
+    assert checks_total(app) == probes, "probed although a sibling's probe was in flight"
+
+    client = app.test_client()  # and the worker keeps it as its latest result
+    assert client.get("/api/database/health", headers=bearer(app)).json["data"]["message"] == "probed by a sibling"
+
+
+def test_a_sibling_that_lands_without_publishing_leaves_the_probe_to_the_waiter(app):
+    with app.app_context():
+        state(app).monitor.health(force=True)
+    probes = checks_total(app)
+    sibling = Sibling(app)
+    thread, answer = forced_in_background(app)
+    time.sleep(0.1)
+    sibling.land()
+    thread.join(5)
+    assert answer["snapshot"]["status"] == "healthy"
+    assert checks_total(app) == probes + 1
+
+
+def test_a_stuck_sibling_does_not_hold_a_forced_probe_past_its_budget(app):
+    """The sibling never lands: the waiter probes on its own once three quarters of its budget are
+    spent, and answers within DB_HEALTH_TIMEOUT + 0.5 s (SPEC 7) with a result of its own."""
+    sibling = Sibling(app)
+    try:
+        thread, answer = forced_in_background(app)
+        thread.join(TIMEOUT_S + 5)
+    finally:
+        sibling.land()
+    assert answer["snapshot"]["status"] == "healthy"
+    assert TIMEOUT_S * flight.WAIT_SHARE <= answer["elapsed"] <= TIMEOUT_S + 0.5 + MARGIN_S, answer["elapsed"]
+
+
+def test_a_cli_check_never_waits_for_the_instances_workers(app):
+    """`flask dbhealth check` is not one of the instance's workers: it probes on its own at once."""
+    sibling = Sibling(app)
+    try:
+        started = time.monotonic()
+        result = app.test_cli_runner().invoke(args=["dbhealth", "check", "--force"])
+        elapsed = time.monotonic() - started
+    finally:
+        sibling.land()
+    assert result.exit_code == 0, result.output
+    assert elapsed < TIMEOUT_S * flight.WAIT_SHARE, elapsed
+
+
+def test_a_forked_worker_opens_the_flight_lock_of_its_own(app):
+    """A descriptor inherited across a fork shares its lock with the parent: the child must not use it."""
+    with app.app_context():
+        state(app).monitor.health(force=True)  # this process now has its descriptor
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: take the flight and hold it until told
+        try:
+            with app.app_context():
+                fd = flight._descriptor(os.path.join(app.instance_path, flight.FLIGHT_FILE))
+                os.write(write, b"1" if flight._take(fd) else b"0")
+                time.sleep(1.5)
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(read, 1) == b"1"
+        started = time.monotonic()
+        with app.app_context():
+            state(app).monitor.health(force=True)
+        assert time.monotonic() - started >= 0.5, "the parent did not see the child's probe in flight"
+    finally:
+        os.waitpid(pid, 0)
+        os.close(read)
+        os.close(write)

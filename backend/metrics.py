@@ -98,10 +98,21 @@ def _set(gauge: Gauge, component: str, value: float, *labels: str) -> None:
         _written[key] = value
 
 
+# Labelled children of the probe metrics, by their labels: ``labels()`` costs as much as the write.
+_probe_children: dict[tuple[Any, ...], Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    child = _probe_children.get((metric, *labels))
+    if child is None:
+        child = _probe_children[(metric, *labels)] = metric.labels(*labels)
+    return child
+
+
 def record_probe(component: str, status: str, seconds: float, pool: dict[str, Any] | None) -> None:
     """Record one probe's outcome and the component's pool numbers."""
-    PROBE_DURATION.labels(component).observe(seconds)
-    PROBE_RESULTS.labels(component, status).inc()
+    _child(PROBE_DURATION, component).observe(seconds)
+    _child(PROBE_RESULTS, component, status).inc()
     for name in STATUSES:
         _set(COMPONENT_STATUS, component, 1 if name == status else 0, name)
     if pool and pool.get("pool_size") is not None:

@@ -79,7 +79,8 @@ class ComponentProber:
             risks_due or last_full is None or time.monotonic() - last_full[0] >= FULL_FACTS_EVERY_S
             or last_full[1].get("replica")
         )
-        url = db.engines[key].url
+        engine = db.engines[key]
+        url = engine.url
         try:
             budget.check()
             facts = dialects.probe(key, budget.left(), full)
@@ -121,9 +122,9 @@ class ComponentProber:
             risks = self.risks.get(name)
         if risks and risks["checked_at"]:  # in the result, so workers that adopt it see them too
             facts["risks"] = {"checked_at": risks["checked_at"], "items": risks["items"]}
-        pool = pool_facts(db.engines[key])
+        pool = pool_facts(engine)
         migrations = self.migrations.get() if key is None else None
-        local = tls.is_local(db.engines[key].url)
+        local = tls.is_local(url)
         warnings = judge.component_warnings(
             facts, pool, self.app.config, migrations, risks and risks["items"], local=local
         )

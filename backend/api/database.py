@@ -256,7 +256,7 @@ def reconnect():
     pooler_reconnected = reconnect_pooler(app)
     applied = reconnection.request_reconnect(app)
     metrics.RECONNECTS.inc()
-    snapshot, _ = monitor().health(force=True)
+    snapshot, _ = monitor().health(force=True, since=time.time())  # on the new connections, not one in flight
     data = {**applied, "health": present(snapshot, False, True)}
     detail = {key: applied[key] for key in ("generation", "disposed_connections", "fallback")}
     detail["status"] = snapshot["status"]

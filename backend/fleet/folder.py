@@ -39,9 +39,12 @@ def locked(path: str) -> Iterator[int]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield fd
+        try:
+            yield fd
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)  # a child forked meanwhile has a copy that would keep it locked
     finally:
-        os.close(fd)  # releases the lock
+        os.close(fd)
 
 
 def try_lock(path: str) -> int | None:

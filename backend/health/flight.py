@@ -3,20 +3,25 @@
 SPEC 5: concurrent requests share one in-flight probe. Within a worker the
 monitor's Future does it; between the workers of an instance (sync workers serve
 one request each) the worker that probes holds ``flock(LOCK_EX)`` on
-``INSTANCE_PATH/health.flight`` until its result is published (shared.py). One
-that finds the lock taken waits for it, polling (a blocking flock has no
-timeout), then takes what was published meanwhile: a probe that was in flight
-when it asked: that probe's own result, or the published one it found nothing
-new against (the same verdict; timings up to shared.REWRITE_AFTER_S older). If
-nothing was published (the sibling's probe failed to publish, or was overtaken)
-it probes itself. It waits at most until three quarters of its budget are spent:
-a sibling's probe started before the wait, so it has answered or timed out by
-then unless it is stuck itself (stopped, say); then it probes with what is left,
-and the request still ends within its budget.
+``INSTANCE_PATH/health.flight``, stamped with the time it took it, until its
+result is published (shared.py). A worker that finds the lock taken waits for it,
+polling (a blocking flock has no timeout), then answers with what was published
+if a probe that started no earlier than the sibling's (and than ``since``, for a
+caller such as /reconnect that must see a probe of its own time) produced or
+confirmed it: the sibling's result, or the published one it found nothing new
+against (the same verdict; timings up to shared.REWRITE_AFTER_S older).
+Otherwise (the sibling failed to publish, or died) it probes itself.
+
+A sibling has answered or timed out by its own start + DB_HEALTH_TIMEOUT; a
+waiter gives it that and a little more, unless it is stuck (stopped, say), and
+then probes with what is left of its request's budget (DB_HEALTH_TIMEOUT + 0.5 s
+from its start, SPEC 7). Without the folder (no such file, a full descriptor
+table) each worker simply probes on its own.
 """
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -28,13 +33,16 @@ from ..db.budget import Budget
 from . import shared
 
 FLIGHT_FILE = "health.flight"
-FIRST_POLL_S = 0.0001  # a probe in flight usually lands within a few hundred microseconds
+FIRST_POLL_S = 0.0001  # a sibling's probe may land within a few hundred microseconds
 LAST_POLL_S = 0.005
-WAIT_SHARE = 0.75  # of the budget, at most, spent waiting for a sibling
+LAND_GRACE_S = 0.1  # past a sibling's deadline, for it to publish
+ANSWER_WITHIN_S = 0.45  # a waiter's request ends within DB_HEALTH_TIMEOUT + this
+log = logging.getLogger(__name__)
 
 # path -> (pid, descriptor): each process opens its own (a descriptor inherited across a fork
 # shares its lock with the parent's).
 _descriptors: dict[str, tuple[int, int]] = {}
+_warned_pid = 0
 
 Snapshot = dict[str, Any]
 
@@ -46,6 +54,7 @@ def _descriptor(path: str) -> int:
         return held[1]
     if held is not None:
         os.close(held[1])  # the parent's: closing our copy leaves its lock alone
+        del _descriptors[path]
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     _descriptors[path] = (pid, fd)
     return fd
@@ -70,22 +79,67 @@ def _wait_to_take(fd: int, until: float) -> bool:
     return False
 
 
-def probe_once(app: Flask, budget: Budget, probe: Callable[[Budget], Snapshot]) -> tuple[Snapshot, float | None]:
-    """``probe(budget)`` unless a sibling worker is probing: then its result once published.
-
-    Returns the snapshot and, when it is a sibling's, its age in seconds (None: probed here).
-    """
-    fd = _descriptor(os.path.join(app.instance_path, FLIGHT_FILE))
-    if not _take(fd):
-        before = shared.stamp(app)
-        if not _wait_to_take(fd, budget.started + budget.seconds * WAIT_SHARE):
-            return probe(budget), None  # the sibling is stuck: on our own
-        if shared.stamp(app) != before:
-            found = shared.read_shared(app, float("inf"))
-            if found is not None:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                return found
+def _lead(fd: int, budget: Budget, probe: Callable[[Budget], Snapshot]) -> tuple[Snapshot, None]:
+    """Probe holding the flight (taken by the caller), stamped with when this probe began."""
     try:
+        now = time.time()
+        os.utime(fd, (now, now))
         return probe(budget), None
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def probe_once(
+    app: Flask, budget: Budget, probe: Callable[[Budget], Snapshot], since: float | None = None
+) -> tuple[Snapshot, float | None]:
+    """``probe(budget)`` unless a sibling worker is probing: then its result once published.
+
+    Returns the snapshot and, when it is a sibling's, its age in seconds (None: probed here).
+    ``since`` (time.time()): take no result of a probe that started before it.
+    """
+    try:
+        fd = _descriptor(os.path.join(app.instance_path, FLIGHT_FILE))
+    except OSError as error:
+        _warn_once(error)
+        return probe(budget), None
+    if _take(fd):
+        return _lead(fd, budget, probe)
+
+    arrived, arrived_at = time.perf_counter(), time.time()
+    try:
+        sibling_started = os.fstat(fd).st_mtime
+    except OSError:
+        sibling_started = arrived_at
+    seconds = budget.seconds
+    give_up = arrived + min(sibling_started - arrived_at + seconds + LAND_GRACE_S, seconds + 2 * LAND_GRACE_S)
+
+    def what_is_left() -> Budget:
+        """The rest of the request's budget, for a probe of our own: never more than one probe's."""
+        return Budget(time.perf_counter(), min(seconds, max(arrived + seconds + ANSWER_WITHIN_S - time.perf_counter(), 0.01)))
+
+    if not _wait_to_take(fd, give_up):
+        return probe(what_is_left()), None  # the sibling is stuck: on our own, without the flight
+    try:
+        found = _published_since(app, max(sibling_started, since or float("-inf")))
+    except BaseException:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        raise
+    if found is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return found
+    return _lead(fd, what_is_left(), probe)  # nothing new was published: we hold the flight, we probe
+
+
+def _published_since(app: Flask, started: float) -> tuple[Snapshot, float] | None:
+    """The published result and its age, if a probe that began at ``started`` or later produced or confirmed it."""
+    newest = shared.stamp(app)
+    if newest is None or newest < started:
+        return None
+    return shared.read_shared(app, float("inf"))
+
+
+def _warn_once(error: OSError) -> None:
+    global _warned_pid
+    if _warned_pid != os.getpid():
+        _warned_pid = os.getpid()
+        log.warning("no shared probe flight in the instance folder, each worker probes on its own: %s", error)

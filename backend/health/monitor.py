@@ -45,32 +45,43 @@ class HealthMonitor:
         self.snapshot: dict[str, Any] | None = None
         self.snapshot_at = 0.0
         self.inflight: Future | None = None
+        self.inflight_started = 0.0  # time.time() when the probe in flight began
         self.shares = True  # a serving worker shares its results with its instance; a CLI command does not
         self.history = ProbeHistory()
         self.migrations = MigrationState(app)
         self.components = ComponentProber(app, self.migrations)
         self.background = Background(self)
 
-    def health(self, force: bool = False) -> tuple[dict[str, Any], bool]:
-        """The latest health and whether it was reused from the cache."""
+    def health(self, force: bool = False, since: float | None = None) -> tuple[dict[str, Any], bool]:
+        """The latest health and whether it was reused from the cache.
+
+        ``since`` (time.time(), with ``force``): only a probe that started then or later will do,
+        not one already in flight (/reconnect: a probe on the connections made after it).
+        """
         with self.lock:
             if not force and self._fresh():
                 return self.snapshot, True
         if not force and self._adopt_shared():
             return self.snapshot, True
-        with self.lock:
-            future = self.inflight
-            leader = future is None
+        while True:
+            with self.lock:
+                future = self.inflight
+                leader = future is None
+                if leader:
+                    future, self.inflight_started = Future(), time.time()
+                    self.inflight = future
+                too_early = not leader and since is not None and self.inflight_started < since
             if leader:
-                future = self.inflight = Future()
-        if not leader:
-            return future.result(timeout=self.app.config["DB_HEALTH_TIMEOUT"] + 5), False
+                break
+            snapshot = future.result(timeout=self.app.config["DB_HEALTH_TIMEOUT"] + 5)
+            if not too_early:
+                return snapshot, False
         try:
             budget = Budget(time.perf_counter(), self.app.config["DB_HEALTH_TIMEOUT"])
             if self.shares:
-                snapshot, age = flight.probe_once(self.app, budget, self._check_all)
-                if age is not None:
-                    self._adopt(snapshot, age)
+                snapshot, age = flight.probe_once(self.app, budget, self._check_all, since)
+                if age is not None and not self._adopt(snapshot, age):
+                    snapshot = self.snapshot  # our own result is newer than the sibling's published one
             else:
                 snapshot = self._check_all(budget)
             future.set_result(snapshot)
@@ -94,13 +105,16 @@ class HealthMonitor:
         found = shared.read_shared(self.app, self.app.config["DB_HEALTH_CACHE_TTL"]) if self.shares else None
         if found is None:
             return False
-        return self._adopt(*found)
+        if self._adopt(*found):
+            return True
+        with self.lock:
+            return self._fresh()
 
     def _adopt(self, snapshot: dict[str, Any], age: float) -> bool:
-        """Keep a sibling's result unless ours is newer; whether what we keep is within the TTL."""
+        """Keep a sibling's result unless ours is newer; whether it was kept."""
         with self.lock:
             if self.snapshot is not None and self.snapshot_at >= time.monotonic() - age:
-                return self._fresh()
+                return False
             self.snapshot, self.snapshot_at = snapshot, time.monotonic() - age
         return True
 

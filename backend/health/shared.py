@@ -26,6 +26,7 @@ from . import servers
 from .transitions import record_transition
 
 SHARED_FILE = "health.json"
+STAMP_FILE = "health.stamp"
 REWRITE_AFTER_S = 1.0  # an unchanged result is written again once the published one is this old
 # What moves from one probe to the next without telling a sibling or a detector anything new:
 # measurements (a risk over its threshold shows as a warning, which is compared). Each worker
@@ -110,24 +111,38 @@ def _write(path: str, document: dict[str, Any]) -> None:
 
 
 # The start of the newest probe the published file speaks for (the one it holds, or a later one
-# found to say nothing new) is the lock file's mtime, so that stamping it leaves the file, and
-# every worker's parsed copy of it, as they are. A probe that started before it is overtaken.
-def _stamp(lock: int, probed_at: float) -> None:
-    os.utime(lock, (probed_at, probed_at))
+# found to say nothing new) is the mtime of a file of its own, so that stamping it leaves the
+# result, and every worker's parsed copy of it, as they are. A probe that started before it is
+# overtaken. The file is only ever made by _stamp, already stamped: no mtime of its means
+# anything else (a lock file's would be when it was made).
+def _stamp_path(app: Flask) -> str:
+    return os.path.join(app.instance_path, STAMP_FILE)
 
 
-def _newest_probe(lock: int, previous: dict[str, Any] | None) -> float:
-    if previous is None:
-        return float("-inf")  # the lock file's own mtime, when new, is when it was made
-    return max(previous["probed_at"], os.fstat(lock).st_mtime)
-
-
-def stamp(app: Flask) -> int | None:
-    """Changes whenever a result is published, or found to say nothing new."""
+def _stamp(app: Flask, probed_at: float) -> None:
+    path = _stamp_path(app)
     try:
-        return os.stat(_path(app) + ".lock").st_mtime_ns
+        os.utime(path, (probed_at, probed_at))
+    except FileNotFoundError:
+        temporary = f"{path}.{os.getpid()}.tmp"
+        with open(temporary, "w"):
+            pass
+        os.utime(temporary, (probed_at, probed_at))
+        os.replace(temporary, path)
+
+
+def stamp(app: Flask) -> float | None:
+    """The start of the newest probe the published result speaks for, if any was stamped."""
+    try:
+        return os.stat(_stamp_path(app)).st_mtime
     except OSError:
         return None
+
+
+def _newest_probe(app: Flask, previous: dict[str, Any] | None) -> float:
+    if previous is None:
+        return float("-inf")
+    return max(previous["probed_at"], stamp(app) or float("-inf"))
 
 
 def read_shared(app: Flask, max_age: float) -> tuple[dict[str, Any], float] | None:
@@ -194,9 +209,9 @@ def publish(app: Flask, snapshot: dict[str, Any], probed_at: float) -> list[Chan
     changes nothing.
     """
     path = _path(app)
-    with locked(path + ".lock") as lock:
+    with locked(path + ".lock"):
         previous = _read(app)
-        if _newest_probe(lock, previous) > probed_at:
+        if _newest_probe(app, previous) > probed_at:
             return []
         changes = _changes(previous, snapshot)
         document = {"probed_at": probed_at, "pid": os.getpid(), "databases": _databases(app), "snapshot": snapshot}
@@ -207,7 +222,7 @@ def publish(app: Flask, snapshot: dict[str, Any], probed_at: float) -> list[Chan
                 log.exception("publish hook %s failed", getattr(hook, "__name__", hook))
         if not _nothing_new(app, previous, document, changes):
             _write(path, document)
-        _stamp(lock, probed_at)
+        _stamp(app, probed_at)
     for change in changes:
         # A recovery is good news; a change of server (a failover) is worth a warning whatever the status.
         level = logging.INFO if change["to"] == "healthy" and change["kind"] == "status" else logging.WARNING

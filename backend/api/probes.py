@@ -1,6 +1,8 @@
 """Endpoints for machines, without a token: /livez, /readyz and /metrics."""
 from __future__ import annotations
 
+import json
+
 from flask import Blueprint, Response, current_app, request
 
 from .. import metrics
@@ -10,10 +12,14 @@ from ..health.monitor import monitor
 bp = Blueprint("probes", __name__)
 
 
+# Polled constantly and never different: encoded once (JSON encoding was a tenth of its cost).
+LIVEZ_BODY = json.dumps({"success": True, "data": {"status": "alive"}}, separators=(",", ":")).encode() + b"\n"
+
+
 @bp.get("/livez")
 def livez():
     """The process can serve; never touches a database."""
-    return {"success": True, "data": {"status": "alive"}}
+    return current_app.response_class(LIVEZ_BODY, mimetype="application/json")
 
 
 @bp.get("/readyz")

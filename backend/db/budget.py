@@ -36,6 +36,7 @@ from flask import current_app, g, has_app_context, has_request_context
 from sqlalchemy.engine import Engine
 from sqlalchemy.util import queue as sa_queue
 
+from ..logs import request_started
 from .deadline import DeadlineExceeded, release, watch
 
 T = TypeVar("T")
@@ -65,7 +66,7 @@ def current_budget() -> Budget | None:
     if budget is None:
         seconds = current_app.config["DB_OPERATION_TIMEOUT"] if has_request_context() else g.get("db_budget_seconds")
         if seconds is not None:  # counted from the request's start, or a command's first database use
-            budget = g.db_budget = Budget(g.get("request_started") or time.perf_counter(), seconds)
+            budget = g.db_budget = Budget(request_started() or time.perf_counter(), seconds)
     return budget
 
 
@@ -76,8 +77,7 @@ def start_budget(seconds: float) -> Budget:
     time. The console, for one, calls ``start_budget(statement_timeout_s +
     DB_OPERATION_TIMEOUT)`` first thing, so its audit writes fit in the same budget.
     """
-    started = g.get("request_started") if has_request_context() else None
-    budget = g.db_budget = Budget(started or time.perf_counter(), seconds)
+    budget = g.db_budget = Budget(request_started() or time.perf_counter(), seconds)
     return budget
 
 

@@ -8,8 +8,8 @@ import random
 import re
 import sys
 import time
-from datetime import datetime, timezone
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 from flask import Flask, g, has_request_context, request
@@ -166,7 +166,7 @@ def _account(environ: dict[str, Any], request_id: str, status: int) -> None:
     """Count the request and log it (machines' polls at DEBUG)."""
     elapsed = time.perf_counter() - environ[STARTED]
     current = environ.get("werkzeug.request")  # the app's request object for this environ
-    method = environ["REQUEST_METHOD"]
+    method = current.method if current is not None else environ.get("REQUEST_METHOD", "").upper()
     rule = current.url_rule if current is not None else None
     route = rule.rule if rule is not None else metrics.UNMATCHED
     metrics.record_request(method, route, status, elapsed)

@@ -29,3 +29,24 @@ def test_tracebacks_keep_their_lines():
     first, *rest = text.splitlines()
     assert first == "ERROR failed:\\x0aa\\x0db"
     assert rest[0].startswith("Traceback") and rest[-1] == "ValueError: boom"
+
+
+def test_a_failing_metric_costs_a_log_line_not_the_response(make_app, monkeypatch, caplog):
+    app = make_app()
+    from backend import metrics
+
+    def broken(*args):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(metrics, "record_request", broken)
+    response = app.test_client().get("/livez", headers={"X-Request-ID": "still-here"})
+    assert response.status_code == 200 and response.json["data"]["status"] == "alive"
+    assert response.headers["X-Request-ID"] == "still-here" and response.headers["X-Instance-ID"]
+    assert any("request accounting failed" in record.getMessage() for record in caplog.records)
+
+
+def test_the_access_log_names_the_method_as_the_app_read_it(make_app, capsys):
+    app = make_app(LOG_FORMAT="text", LOG_LEVEL="INFO")
+    app.test_client().open("/nope", method="get", headers={"X-Request-ID": "lower-1"})
+    lines = [line for line in capsys.readouterr().out.splitlines() if "[lower-1]" in line]
+    assert len(lines) == 1 and " GET /nope 404 " in lines[0]

@@ -36,7 +36,7 @@ HEALTH_JSON_STATUS = {"healthy": "pass", "degraded": "warn", "unhealthy": "fail"
 
 
 def flag(name: str) -> bool:
-    raw = request.args.get(name)
+    raw = request.args.get(name) if request.query_string else None
     if raw is None:
         return False
     if raw.lower() in ("true", "1"):
@@ -111,7 +111,7 @@ def wants_health_json() -> bool:
 
     ``application/health+json;q=0`` means "not this"; ``*/*`` means plain JSON.
     """
-    if HEALTH_JSON not in request.headers.get("Accept", "").lower():
+    if HEALTH_JSON not in request.environ.get("HTTP_ACCEPT", "").lower():
         return False
     accept = request.accept_mimetypes
     named = max((q for value, q in accept if value.split(";")[0].strip().lower() == HEALTH_JSON), default=0)
@@ -134,7 +134,7 @@ def health_response(snapshot: dict[str, Any], cached: bool, admin: bool):
 
 
 def seconds_arg(name: str) -> float | None:
-    raw = request.args.get(name)
+    raw = request.args.get(name) if request.query_string else None
     if raw is None:
         return None
     try:

@@ -70,12 +70,12 @@ def claims_problem(claims: dict[str, Any]) -> str | None:
     return None
 
 
-def _remember_in_context(header: dict[str, Any], claims: dict[str, Any]) -> None:
-    """What verify_jwt_in_request() stores (flask-jwt-extended 4.7), so get_jwt() works on a cached token."""
-    g._jwt_extended_jwt_user = {"loaded_user": None}
-    g._jwt_extended_jwt_header = header
-    g._jwt_extended_jwt = claims
-    g._jwt_extended_jwt_location = "headers"
+def _remember_in_context(context: Any, header: dict[str, Any], claims: dict[str, Any]) -> None:
+    """What verify_jwt_in_request() stores (flask-jwt-extended 4.7) in ``g``, so get_jwt() works on a cached token."""
+    context._jwt_extended_jwt_user = {"loaded_user": None}
+    context._jwt_extended_jwt_header = header
+    context._jwt_extended_jwt = claims
+    context._jwt_extended_jwt_location = "headers"
 
 
 def verified_claims() -> dict[str, Any]:
@@ -88,11 +88,12 @@ def verified_claims() -> dict[str, Any]:
     flask-jwt-extended's request context is filled in as its own verification
     would, and anything else goes through flask-jwt-extended in full.
     """
-    verified = state().verified_tokens
-    header = request.headers.get("Authorization", "")
+    dbhealth = state()
+    verified = dbhealth.verified_tokens
+    header = request.environ.get("HTTP_AUTHORIZATION", "")
     cached = verified.get(header)
-    if cached is not None and cached[1]["exp"] > time.time() and not revoked_tokens().contains(cached[1]["jti"]):
-        _remember_in_context(*cached)
+    if cached is not None and cached[1]["exp"] > time.time() and not dbhealth.revoked.contains(cached[1]["jti"]):
+        _remember_in_context(g._get_current_object(), *cached)
         return cached[1]
     try:
         verify_jwt_in_request()
@@ -114,14 +115,16 @@ def protect(blueprint: Blueprint) -> None:
 
     @blueprint.before_request
     def _require_token():
-        if request.method == "OPTIONS":
+        current = request._get_current_object()  # each use of a context proxy resolves it again
+        if current.method == "OPTIONS":
             return None
         claims = verified_claims()
-        g.identity = claims["sub"]
-        g.role = claims["role"]
-        view = current_app.view_functions.get(request.endpoint)
+        context = g._get_current_object()
+        context.identity = claims["sub"]
+        context.role = claims["role"]
+        view = current_app.view_functions.get(current.endpoint)
         needed = getattr(view, "required_role", "viewer")
-        if needed == "admin" and g.role != "admin":
+        if needed == "admin" and context.role != "admin":
             raise ApiError(403, "forbidden", f"This action needs the {needed} role", "Forbidden")
 
 

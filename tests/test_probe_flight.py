@@ -61,6 +61,15 @@ def forced_in_background(app):
     return thread, answer
 
 
+def forced_while_a_sibling_lands_without_publishing(app):
+    sibling = Sibling(app)
+    thread, answer = forced_in_background(app)
+    time.sleep(0.1)
+    sibling.land()
+    thread.join(5)
+    return answer
+
+
 def checks_total(app) -> int:
     return state(app).monitor.report()["checks_total"]
 
@@ -95,11 +104,7 @@ def test_a_sibling_that_lands_without_publishing_leaves_the_probe_to_the_waiter(
     with app.app_context():
         state(app).monitor.health(force=True)
     probes = checks_total(app)
-    sibling = Sibling(app)
-    thread, answer = forced_in_background(app)
-    time.sleep(0.1)
-    sibling.land()
-    thread.join(5)
+    answer = forced_while_a_sibling_lands_without_publishing(app)
     assert answer["snapshot"]["status"] == "healthy"
     assert checks_total(app) == probes + 1
 
@@ -199,11 +204,7 @@ def test_an_old_result_is_not_taken_for_the_siblings(app):
     os.utime(path, (document["probed_at"], document["probed_at"]))
     os.remove(os.path.join(app.instance_path, shared.STAMP_FILE))
     probes = checks_total(app)
-    sibling = Sibling(app)
-    thread, answer = forced_in_background(app)
-    time.sleep(0.1)
-    sibling.land()
-    thread.join(5)
+    answer = forced_while_a_sibling_lands_without_publishing(app)
     assert answer["snapshot"]["message"] != "an hour old"
     assert checks_total(app) == probes + 1
 

@@ -169,7 +169,6 @@ def _account(environ: dict[str, Any], request_id: str, status: int) -> None:
     method = current.method if current is not None else environ.get("REQUEST_METHOD", "").upper()
     rule = current.url_rule if current is not None else None
     route = rule.rule if rule is not None else metrics.UNMATCHED
-    metrics.record_request(method, route, status, elapsed)
     path = current.path if current is not None else environ.get("PATH_INFO", "")
     quiet = path in QUIET_PATHS or (path in POLLED_PATHS and status < 400)
     level = logging.DEBUG if quiet else logging.INFO
@@ -193,6 +192,7 @@ def _account(environ: dict[str, Any], request_id: str, status: int) -> None:
                 "identity": g.get("identity") if has_request_context() else None,
             },
         )
+    metrics.record_request(method, route, status, elapsed)  # last: a failing sample loses no log line
 
 
 def init_app(app: Flask) -> None:

@@ -31,18 +31,19 @@ def test_tracebacks_keep_their_lines():
     assert rest[0].startswith("Traceback") and rest[-1] == "ValueError: boom"
 
 
-def test_a_failing_metric_costs_a_log_line_not_the_response(make_app, monkeypatch, caplog):
-    app = make_app()
+def test_a_failing_metric_costs_a_log_line_not_the_response(make_app, monkeypatch, caplog, capsys):
+    app = make_app(LOG_FORMAT="text", LOG_LEVEL="INFO")
     from backend import metrics
 
     def broken(*args):
         raise OSError("no space left on device")
 
     monkeypatch.setattr(metrics, "record_request", broken)
-    response = app.test_client().get("/livez", headers={"X-Request-ID": "still-here"})
-    assert response.status_code == 200 and response.json["data"]["status"] == "alive"
+    response = app.test_client().get("/nope", headers={"X-Request-ID": "still-here"})
+    assert response.status_code == 404 and response.json["code"] == "not_found"
     assert response.headers["X-Request-ID"] == "still-here" and response.headers["X-Instance-ID"]
     assert any("request accounting failed" in record.getMessage() for record in caplog.records)
+    assert [line for line in capsys.readouterr().out.splitlines() if "[still-here] GET /nope 404" in line]  # the access line too
 
 
 def test_the_access_log_names_the_method_as_the_app_read_it(make_app, capsys):

@@ -35,8 +35,13 @@ HEALTH_JSON = "application/health+json"
 HEALTH_JSON_STATUS = {"healthy": "pass", "degraded": "warn", "unhealthy": "fail"}
 
 
+def query_arg(name: str) -> str | None:
+    """A query parameter; the query string is parsed only if there is one (cached /health has none)."""
+    return request.args.get(name) if request.query_string else None
+
+
 def flag(name: str) -> bool:
-    raw = request.args.get(name) if request.query_string else None
+    raw = query_arg(name)
     if raw is None:
         return False
     if raw.lower() in ("true", "1"):
@@ -134,7 +139,7 @@ def health_response(snapshot: dict[str, Any], cached: bool, admin: bool):
 
 
 def seconds_arg(name: str) -> float | None:
-    raw = request.args.get(name) if request.query_string else None
+    raw = query_arg(name)
     if raw is None:
         return None
     try:

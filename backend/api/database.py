@@ -8,10 +8,11 @@ import os
 import platform
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg2
-from flask import current_app, request
+from flask import Flask, Request, current_app, request
 
 from .. import alerts, audit, metrics, process
 from ..auth.tokens import admin_only, is_admin
@@ -35,13 +36,13 @@ HEALTH_JSON = "application/health+json"
 HEALTH_JSON_STATUS = {"healthy": "pass", "degraded": "warn", "unhealthy": "fail"}
 
 
-def query_arg(name: str) -> str | None:
-    """A query parameter; the query string is parsed only if there is one (cached /health has none)."""
-    return request.args.get(name) if request.query_string else None
+def query_args(current: Request) -> Mapping[str, str]:
+    """The query parameters; the query string is parsed only if there is one (cached /health has none)."""
+    return current.args if current.query_string else {}
 
 
-def flag(name: str) -> bool:
-    raw = query_arg(name)
+def flag(args: Mapping[str, str], name: str) -> bool:
+    raw = args.get(name)
     if raw is None:
         return False
     if raw.lower() in ("true", "1"):
@@ -100,46 +101,46 @@ def health_json(data: dict[str, Any]) -> dict[str, Any]:
 _rendered: dict[tuple[int, bool, bool], tuple[dict[str, Any], bytes]] = {}
 
 
-def _success_body(snapshot: dict[str, Any], cached: bool, admin: bool) -> bytes:
+def _success_body(app: Flask, snapshot: dict[str, Any], cached: bool, admin: bool) -> bytes:
     key = (id(snapshot), cached, admin)
     hit = _rendered.get(key)
     if hit is None or hit[0] is not snapshot:
         if len(_rendered) > 16:
             _rendered.clear()
         data = {"success": True, "data": present(snapshot, cached, admin)}
-        hit = _rendered[key] = (snapshot, current_app.json.dumps(data, separators=(",", ":")).encode())
+        hit = _rendered[key] = (snapshot, app.json.dumps(data, separators=(",", ":")).encode())
     return hit[1]
 
 
-def wants_health_json() -> bool:
+def wants_health_json(current: Request) -> bool:
     """The IETF format only when the client names it, with a quality above zero and no lower than JSON's.
 
     ``application/health+json;q=0`` means "not this"; ``*/*`` means plain JSON.
     """
-    if HEALTH_JSON not in request.environ.get("HTTP_ACCEPT", "").lower():
+    if HEALTH_JSON not in current.environ.get("HTTP_ACCEPT", "").lower():
         return False
-    accept = request.accept_mimetypes
+    accept = current.accept_mimetypes
     named = max((q for value, q in accept if value.split(";")[0].strip().lower() == HEALTH_JSON), default=0)
     return named > 0 and named >= accept.quality("application/json")
 
 
-def health_response(snapshot: dict[str, Any], cached: bool, admin: bool):
+def health_response(app: Flask, current: Request, snapshot: dict[str, Any], cached: bool, admin: bool):
     """200 or 503 with the health data, as JSON or as application/health+json."""
     status = 503 if snapshot["status"] == "unhealthy" else 200
     headers = {"Cache-Control": "no-store"}
-    if wants_health_json():
-        body = current_app.json.dumps(health_json(present(snapshot, cached, admin)))
-        return current_app.response_class(body, status=status, mimetype=HEALTH_JSON, headers=headers)
+    if wants_health_json(current):
+        body = app.json.dumps(health_json(present(snapshot, cached, admin)))
+        return app.response_class(body, status=status, mimetype=HEALTH_JSON, headers=headers)
     if status == 503:
         data = present(snapshot, cached, admin)
         if snapshot["components"]["primary"].get("misconfigured"):
             return error_body("db_misconfigured", data["message"], "Database misconfigured", data=data), 503, headers
         return error_body("db_unavailable", data["message"], "Database unhealthy", data=data), 503, headers
-    return current_app.response_class(_success_body(snapshot, cached, admin), mimetype="application/json", headers=headers)
+    return app.response_class(_success_body(app, snapshot, cached, admin), mimetype="application/json", headers=headers)
 
 
-def seconds_arg(name: str) -> float | None:
-    raw = query_arg(name)
+def seconds_arg(args: Mapping[str, str], name: str) -> float | None:
+    raw = args.get(name)
     if raw is None:
         return None
     try:
@@ -155,12 +156,15 @@ def seconds_arg(name: str) -> float | None:
 
 @bp.get("/health")
 def health():
-    force = flag("force")
-    max_lag_s = seconds_arg("max_lag_s")
-    snapshot, cached = monitor().health(force=force)
+    current, app = request._get_current_object(), current_app._get_current_object()  # each proxy use resolves it again
+    args = query_args(current)
+    force = flag(args, "force")
+    max_lag_s = seconds_arg(args, "max_lag_s")
+    health_monitor = state(app).monitor
+    snapshot, cached = health_monitor.health(force=force)
     if max_lag_s is not None:  # judged for this request only; the cached snapshot is not changed
-        snapshot = monitor().with_lag_limit(snapshot, max_lag_s)
-    return health_response(snapshot, cached, is_admin())
+        snapshot = health_monitor.with_lag_limit(snapshot, max_lag_s)
+    return health_response(app, current, snapshot, cached, is_admin())
 
 
 @bp.get("/info")

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, g, request
+from flask import Blueprint, Flask, Request, current_app, g, request
 from flask_jwt_extended import create_access_token, get_jwt, get_jwt_header, verify_jwt_in_request
 
 from ..errors import ApiError, error_body
@@ -78,7 +78,7 @@ def _remember_in_context(context: Any, header: dict[str, Any], claims: dict[str,
     context._jwt_extended_jwt_location = "headers"
 
 
-def verified_claims() -> dict[str, Any]:
+def verified_claims(current: Request | None = None, context: Any = None, app: Flask | None = None) -> dict[str, Any]:
     """The request's token claims; raises flask-jwt-extended's errors for a bad token.
 
     Verifying an HS256 token costs PyJWT about half a millisecond here (it checks
@@ -86,14 +86,15 @@ def verified_claims() -> dict[str, Any]:
     byte-for-byte identical to one this process verified with its key needs no
     second signature check; expiry and revocation are still checked every time,
     flask-jwt-extended's request context is filled in as its own verification
-    would, and anything else goes through flask-jwt-extended in full.
+    would, and anything else goes through flask-jwt-extended in full. The request,
+    ``g`` and the app may be passed by a caller that has resolved them already.
     """
-    dbhealth = state()
+    dbhealth = state(app)
     verified = dbhealth.verified_tokens
-    header = request.environ.get("HTTP_AUTHORIZATION", "")
+    header = (current if current is not None else request).environ.get("HTTP_AUTHORIZATION", "")
     cached = verified.get(header)
     if cached is not None and cached[1]["exp"] > time.time() and not dbhealth.revoked.contains(cached[1]["jti"]):
-        _remember_in_context(g._get_current_object(), *cached)
+        _remember_in_context(context if context is not None else g._get_current_object(), *cached)
         return cached[1]
     try:
         verify_jwt_in_request()
@@ -118,11 +119,11 @@ def protect(blueprint: Blueprint) -> None:
         current = request._get_current_object()  # each use of a context proxy resolves it again
         if current.method == "OPTIONS":
             return None
-        claims = verified_claims()
-        context = g._get_current_object()
+        context, app = g._get_current_object(), current_app._get_current_object()
+        claims = verified_claims(current, context, app)
         context.identity = claims["sub"]
         context.role = claims["role"]
-        view = current_app.view_functions.get(current.endpoint)
+        view = app.view_functions.get(current.endpoint)
         needed = getattr(view, "required_role", "viewer")
         if needed == "admin" and context.role != "admin":
             raise ApiError(403, "forbidden", f"This action needs the {needed} role", "Forbidden")

@@ -32,7 +32,7 @@ SELECT (SELECT count(*) FROM pg_stat_get_backend_idset() AS b WHERE pg_stat_get_
             WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
             ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)
        END,
-       {servers.POSTGRES_IDENTITY}, {servers.POSTGRES_LINEAGE}
+       {servers.POSTGRES_IDENTITY}, {servers.POSTGRES_TIMELINE}
 """
 POSTGRES_FACTS = """
 SELECT EXTRACT(EPOCH FROM now() - pg_postmaster_start_time()),
@@ -77,6 +77,15 @@ def tls_facts(connection: ProbeConnection) -> dict[str, Any]:
     return dict(info["tls"])
 
 
+def system_identifier(connection: ProbeConnection) -> str | None:
+    """The PostgreSQL server's system identifier, asked once per connection (it cannot change)."""
+    info = connection.info
+    if "system_identifier" not in info:
+        row = connection.fetch(servers.POSTGRES_SYSTEM_IDENTIFIER)
+        info["system_identifier"] = row[0] if row else None
+    return info["system_identifier"]
+
+
 def probe_postgresql(connection: ProbeConnection, full: bool) -> dict[str, Any]:
     major, minor = connection.dialect.server_version_info[:2]
     facts: dict[str, Any] = {
@@ -96,7 +105,7 @@ def probe_postgresql(connection: ProbeConnection, full: bool) -> dict[str, Any]:
         "read_only": bool(in_recovery),
         "replica": bool(in_recovery),
         "replication_lag_s": round(float(lag), 3) if lag is not None else None,
-        "server": servers.postgres_server(tuple(identity), in_recovery, dbapi_connection, connection.url),
+        "server": servers.postgres_server((*identity, system_identifier(connection)), in_recovery, dbapi_connection, connection.url),
     }
 
 

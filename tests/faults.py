@@ -350,8 +350,10 @@ class Gunicorn:
     def __init__(self, env: dict[str, str], workers: int = 2, extra: tuple[str, ...] = (), ready_path: str = "/livez"):
         self.port = free_port()
         self.started = time.time()
-        self.log_path = tempfile.mktemp(prefix="dbhealth-gunicorn-", suffix=".log")
+        descriptor, self.log_path = tempfile.mkstemp(prefix="dbhealth-gunicorn-", suffix=".log")
+        os.close(descriptor)
         self.out_path = self.log_path + ".out"
+        self.final_logs: str | None = None  # kept by stop(), which removes the files
         command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}",
                    "--workers", str(workers), *extra]
         full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LOG_LEVEL": "INFO", **env}
@@ -387,11 +389,17 @@ class Gunicorn:
         return [int(pid) for pid in out.stdout.split()]
 
     def logs(self) -> str:
+        if self.final_logs is not None:
+            return self.final_logs
         return Path(self.log_path).read_text() + Path(self.out_path).read_text()
 
     def stop(self, quick: bool = False) -> None:
-        """Graceful stop; ``quick`` (SIGQUIT) does not wait for stuck workers."""
+        """Graceful stop; ``quick`` (SIGQUIT) does not wait for stuck workers. The logs stay readable."""
         stop_process(self.process, signal.SIGQUIT if quick else signal.SIGTERM, timeout=20)
+        if self.final_logs is None:
+            self.final_logs = self.logs()
+            for path in (self.log_path, self.out_path):
+                Path(path).unlink(missing_ok=True)
 
 
 def pgbouncer_bin() -> str:

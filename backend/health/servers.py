@@ -21,7 +21,7 @@ POSTGRES_IDENTITY = "inet_server_addr(), inet_server_port(), pg_postmaster_start
 # ...and with the full facts only: the timeline (a primary's from its current WAL file, exact
 # from the moment of a promotion; a standby's from pg_control_checkpoint(), its last restartpoint).
 POSTGRES_TIMELINE = (
-    "CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint()) "
+    "CASE WHEN pg_is_in_recovery() THEN (pg_control_checkpoint()).timeline_id "
     "ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END"
 )
 # The system identifier is fixed for a server's life, and so for a connection's: asked once per

@@ -193,11 +193,11 @@ def main() -> int:
             shape = f"{WORKERS} sync workers" if model == "sync" else f"1 gthread worker x {THREADS}"
             floor = ratio(rounds, "livez", "hello")
             table.add(f"1. /livez vs a bare Flask hello app, {shape}",
-                      f"{floor:.2f}x ({rps[f'livez_{model}']:.0f} vs {rps[f'hello_{model}']:.0f} req/s)", ">= 0.9x", floor >= 0.9)
+                      f"{floor:.3f}x ({rps[f'livez_{model}']:.0f} vs {rps[f'hello_{model}']:.0f} req/s)", ">= 0.9x", floor >= 0.9)
             cached = ratio(rounds, "cached", "livez")
-            table.add(f"2. cached /health with JWT vs /livez, {model}", f"{cached:.2f}x", ">= 0.85x", cached >= 0.85)
+            table.add(f"2. cached /health with JWT vs /livez, {model}", f"{cached:.3f}x", ">= 0.85x", cached >= 0.85)
             forced, naive = ratio(rounds, "forced", "livez"), ratio(rounds, "select1", "hello")
-            table.add(f"3. forced /health : /livez vs naive SELECT 1 : hello, {model}", f"{forced:.2f}x vs {naive:.2f}x",
+            table.add(f"3. forced /health : /livez vs naive SELECT 1 : hello, {model}", f"{forced:.3f}x vs {naive:.3f}x",
                       ">= the naive app's", forced >= naive)
             if model == "gthread":
                 for server in (ours, baseline):

@@ -33,11 +33,13 @@ from ..db.budget import Budget
 from . import shared
 
 FLIGHT_FILE = "health.flight"
-FIRST_POLL_S = 0.0001  # a sibling's probe may land within a few hundred microseconds
-# A probe takes about a millisecond: polls that grew to 5 ms left a sync worker idle for
-# several after its sibling's result had landed (forced /health: 3-12% fewer answers a second).
-# On a frozen server a waiter polls ~1000 times a second until its deadline: about 1% of a core.
-LAST_POLL_S = 0.001
+# A probe takes about a millisecond, and a sync worker waiting for its sibling's is idle
+# until it looks: it looks every POLL_S while the probe is likely to land, then less and
+# less often (a frozen server holds a probe for DB_HEALTH_TIMEOUT). Polls that grew from
+# 0.1 to 5 ms at once cost forced /health with two sync workers 3-12% of its answers a second.
+POLL_S = 0.0002
+OFTEN_FOR_S = 0.005
+LAST_POLL_S = 0.005
 LAND_GRACE_S = 0.1  # past a sibling's deadline, for it to publish
 ANSWER_WITHIN_S = 0.45  # a waiter's request ends within DB_HEALTH_TIMEOUT + this
 log = logging.getLogger(__name__)
@@ -73,12 +75,14 @@ def _take(fd: int) -> bool:
 
 def _wait_to_take(fd: int, until: float) -> bool:
     """Poll for the lock until ``until`` (perf_counter); True once it is ours."""
-    pause = FIRST_POLL_S
-    while time.perf_counter() < until:
-        time.sleep(min(pause, max(until - time.perf_counter(), 0)))
+    often_until = time.perf_counter() + OFTEN_FOR_S
+    pause = POLL_S
+    while (now := time.perf_counter()) < until:
+        time.sleep(min(pause, until - now))
         if _take(fd):
             return True
-        pause = min(pause * 1.5, LAST_POLL_S)
+        if now >= often_until:
+            pause = min(pause * 2, LAST_POLL_S)
     return False
 
 

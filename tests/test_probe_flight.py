@@ -109,6 +109,28 @@ def test_a_sibling_that_lands_without_publishing_leaves_the_probe_to_the_waiter(
     assert checks_total(app) == probes + 1
 
 
+def test_a_sibling_that_has_published_and_still_holds_the_flight_is_not_a_probe_in_flight(app):
+    """A worker that took the flight only to read the result its sibling published (the sibling
+    serving its next request meanwhile): a forced probe arriving then probes rather than take a
+    result that was complete before it arrived."""
+    with app.app_context():
+        first, _ = state(app).monitor.health(force=True)
+    probes = checks_total(app)
+    sibling = Sibling(app)
+    try:
+        done = copy.deepcopy(first)
+        done["message"] = done["components"]["primary"]["message"] = "published before the request"
+        done["components"]["primary"]["server"] = {"address": "sibling", "port": 1}
+        sibling.publish(done)
+        thread, answer = forced_in_background(app)
+        time.sleep(0.1)
+    finally:
+        sibling.land()
+    thread.join(5)
+    assert answer["snapshot"]["message"] != "published before the request"
+    assert checks_total(app) == probes + 1
+
+
 def test_a_stuck_sibling_does_not_hold_a_forced_probe_past_its_budget(app):
     """The sibling never lands: the waiter gives it until its deadline, then probes on its own with
     what is left, and answers within DB_HEALTH_TIMEOUT + 0.5 s (SPEC 7) with a result of its own."""

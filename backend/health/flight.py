@@ -10,7 +10,9 @@ if a probe that started no earlier than the sibling's (and than ``since``, for a
 caller such as /reconnect that must see a probe of its own time) produced or
 confirmed it: the sibling's result, or the published one it found nothing new
 against (the same verdict; timings up to shared.REWRITE_AFTER_S older).
-Otherwise (the sibling failed to publish, or died) it probes itself.
+Otherwise (the sibling failed to publish, or died) it probes itself. A holder whose
+probe has published already is a waiter reading that result: a request that finds it
+waits for the lock and then takes no result older than itself.
 
 A sibling has answered or timed out by its own start + DB_HEALTH_TIMEOUT; a
 waiter gives it that and a little more, unless it is stuck (stopped, say), and
@@ -116,6 +118,11 @@ def probe_once(
     try:
         sibling_started = os.fstat(fd).st_mtime
     except OSError:
+        sibling_started = arrived_at
+    newest = shared.stamp(app)
+    if newest is not None and newest >= sibling_started:
+        # The holder's probe has published already: it is a waiter reading that result, not a probe
+        # in flight. What ended before this request arrived is no answer to force=true: ours will be.
         sibling_started = arrived_at
     seconds = budget.seconds
     give_up = arrived + min(sibling_started - arrived_at + seconds + LAND_GRACE_S, seconds + 2 * LAND_GRACE_S)

@@ -38,9 +38,10 @@ class Sibling:
         self.started = time.time()
         os.utime(self.fd, (self.started, self.started))  # when its probe began, as a probing worker stamps it
 
-    def publish(self, snapshot):
+    def publish(self, snapshot, probed_at=None):
+        """As its probe would: ``probed_at`` (when it began asking) is after it took the flight."""
         with self.app.app_context():
-            shared.publish(self.app, snapshot, self.started)
+            shared.publish(self.app, snapshot, probed_at or self.started)
 
     def land(self):
         fcntl.flock(self.fd, fcntl.LOCK_UN)
@@ -121,7 +122,7 @@ def test_a_sibling_that_has_published_and_still_holds_the_flight_is_not_a_probe_
         done = copy.deepcopy(first)
         done["message"] = done["components"]["primary"]["message"] = "published before the request"
         done["components"]["primary"]["server"] = {"address": "sibling", "port": 1}
-        sibling.publish(done)
+        sibling.publish(done, probed_at=time.time())
         thread, answer = forced_in_background(app)
         time.sleep(0.1)
     finally:
@@ -129,6 +130,25 @@ def test_a_sibling_that_has_published_and_still_holds_the_flight_is_not_a_probe_
     thread.join(5)
     assert answer["snapshot"]["message"] != "published before the request"
     assert checks_total(app) == probes + 1
+
+
+def test_a_holder_stuck_after_another_worker_published_is_given_up_on_at_once(app):
+    """A sibling stuck holding the flight past its deadline, and a result published since by a
+    worker that probed without it: a forced request does not wait for the stuck holder again."""
+    sibling = Sibling(app)
+    try:
+        stuck_since = time.time() - TIMEOUT_S - 1
+        os.utime(sibling.fd, (stuck_since, stuck_since))
+        with app.app_context():
+            first, _ = state(app).monitor.health(force=True)  # gives up on the holder, probes, publishes
+            probes = checks_total(app)
+            started = time.monotonic()
+            state(app).monitor.health(force=True)
+            elapsed = time.monotonic() - started
+    finally:
+        sibling.land()
+    assert checks_total(app) == probes + 1
+    assert elapsed < 0.5, elapsed
 
 
 def test_a_stuck_sibling_does_not_hold_a_forced_probe_past_its_budget(app):

@@ -119,11 +119,11 @@ def probe_once(
         sibling_started = os.fstat(fd).st_mtime
     except OSError:
         sibling_started = arrived_at
+    # A holder whose probe has published (stamped after it took the flight) is a waiter reading that
+    # result, not a probe in flight: what was complete before this request arrived is no answer to it.
+    # How long to wait still follows the flight's stamp: a stuck holder is given up on as before.
     newest = shared.stamp(app)
-    if newest is not None and newest >= sibling_started:
-        # The holder's probe has published already: it is a waiter reading that result, not a probe
-        # in flight. What ended before this request arrived is no answer to force=true: ours will be.
-        sibling_started = arrived_at
+    wanted_since = arrived_at if newest is not None and newest > sibling_started else sibling_started
     seconds = budget.seconds
     give_up = arrived + min(sibling_started - arrived_at + seconds + LAND_GRACE_S, seconds + 2 * LAND_GRACE_S)
 
@@ -134,7 +134,7 @@ def probe_once(
     if not _wait_to_take(fd, give_up):
         return probe(what_is_left()), None  # the sibling is stuck: on our own, without the flight
     try:
-        found = _published_since(app, max(sibling_started, since or float("-inf")))
+        found = _published_since(app, max(wanted_since, since or float("-inf")))
     except BaseException:
         fcntl.flock(fd, fcntl.LOCK_UN)
         raise

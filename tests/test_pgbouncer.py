@@ -5,6 +5,8 @@ server, RECONNECT, and the connection budget per worker.
 from __future__ import annotations
 
 import json
+import os
+import re
 import threading
 import time
 import urllib.error
@@ -12,11 +14,12 @@ import urllib.request
 
 import psycopg2
 import pytest
+import sqlalchemy as sa
 
 from backend.auth.users import create_user
 from backend.state import state
-from tests.conftest import bearer
-from tests.faults import Gunicorn, PgBouncer, PrivateCluster, Proxy, wait_for
+from tests.conftest import bearer, create_database
+from tests.faults import Gunicorn, PgBouncer, PrivateCluster, Proxy, postgres_execute, wait_for
 
 SECRET = "pgbouncer-tests-secret-key-0123456789abcdef"
 BUDGET = 2.0 + 0.5  # DB_HEALTH_TIMEOUT + the half second SPEC section 7 allows
@@ -208,3 +211,39 @@ def test_a_full_queue_is_named_and_a_frozen_server_is_not(cluster, upstream, sma
         assert data["components"]["pooler"]["status"] == "healthy"
     finally:
         upstream.set_mode("pass")
+
+
+def test_the_system_identifier_follows_the_server_behind_the_pooler(cluster, make_app):
+    """pgbouncer pointed at another cluster (a RELOAD): the app's connection to pgbouncer stays
+    open and now reaches another server, and health names that server's system identifier, not
+    the one it learnt from the first (it is asked once per server, not once per connection)."""
+    shared_url, drop = create_database("postgresql")
+    name = sa.make_url(shared_url).database
+    shared_port = sa.make_url(shared_url).port or 5432
+    cluster.execute(f"CREATE DATABASE {name}")
+    bouncer = PgBouncer(cluster.port)
+    try:
+        app = make_app(migrate=False, DATABASE_URL=bouncer.url(name))
+        identifiers = {
+            cluster.port: cluster.execute("SELECT system_identifier::text AS id FROM pg_control_system()")[0]["id"],
+            shared_port: postgres_execute(shared_url, "SELECT system_identifier::text AS id FROM pg_control_system()")[0]["id"],
+        }
+        assert identifiers[cluster.port] != identifiers[shared_port]
+        servers = []
+        for port in (cluster.port, shared_port):
+            ini = os.path.join(bouncer.folder, "pgbouncer.ini")
+            with open(ini) as conf:
+                text = conf.read()
+            with open(ini, "w") as conf:
+                conf.write(re.sub(r"(\* = host=127\.0\.0\.1 port=)\d+", rf"\g<1>{port}", text))
+            bouncer.admin("RELOAD")
+            bouncer.admin("RECONNECT")
+            with app.app_context():
+                snapshot, _ = state(app).monitor.health(force=True)
+            servers.append(snapshot["components"]["primary"]["server"])
+    finally:
+        bouncer.close()
+        cluster.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        drop()
+    assert [server["port"] for server in servers] == [cluster.port, shared_port]
+    assert [server["system_identifier"] for server in servers] == [identifiers[cluster.port], identifiers[shared_port]]

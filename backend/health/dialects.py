@@ -80,13 +80,19 @@ def tls_facts(connection: ProbeConnection) -> dict[str, Any]:
     return dict(info["tls"])
 
 
-def system_identifier(connection: ProbeConnection) -> str | None:
-    """The PostgreSQL server's system identifier, asked once per connection (it cannot change)."""
-    info = connection.info
-    if "system_identifier" not in info:
+def system_identifier(connection: ProbeConnection, server_identity: tuple[Any, ...]) -> str | None:
+    """The system identifier of the server that gave ``server_identity`` (its address, port and
+    postmaster start), asked once per server: it is fixed for a server's life, but behind a pooler
+    one connection can meet several (a RELOAD that points pgbouncer elsewhere). None when the
+    question reached another server than the probe (a pooler with several behind it)."""
+    known = connection.info.setdefault("system_identifiers", {})
+    if server_identity not in known:
         row = connection.fetch(servers.POSTGRES_SYSTEM_IDENTIFIER)
-        info["system_identifier"] = row[0] if row else None
-    return info["system_identifier"]
+        if row:
+            if len(known) >= 8:
+                known.clear()
+            known[tuple(row[:3])] = row[3]
+    return known.get(server_identity)
 
 
 def probe_postgresql(connection: ProbeConnection, full: bool) -> dict[str, Any]:
@@ -108,7 +114,9 @@ def probe_postgresql(connection: ProbeConnection, full: bool) -> dict[str, Any]:
         "read_only": bool(in_recovery),
         "replica": bool(in_recovery),
         "replication_lag_s": round(float(lag), 3) if lag is not None else None,
-        "server": servers.postgres_server((*identity, system_identifier(connection)), in_recovery, dbapi_connection, connection.url),
+        "server": servers.postgres_server(
+            (*identity, system_identifier(connection, tuple(identity[:3]))), in_recovery, dbapi_connection, connection.url
+        ),
     }
 
 

@@ -24,9 +24,9 @@ POSTGRES_TIMELINE = (
     "CASE WHEN pg_is_in_recovery() THEN (pg_control_checkpoint()).timeline_id "
     "ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END"
 )
-# The system identifier is fixed for a server's life, and so for a connection's: asked once per
-# connection (reading pg_control took ~45 us of a ~350 us probe, every probe).
-POSTGRES_SYSTEM_IDENTIFIER = "SELECT system_identifier::text FROM pg_control_system()"
+# The system identifier is fixed for a server's life: asked once per server a connection meets,
+# with the identity it belongs to (reading pg_control took ~45 us of a ~350 us probe, every probe).
+POSTGRES_SYSTEM_IDENTIFIER = f"SELECT {POSTGRES_IDENTITY}, system_identifier::text FROM pg_control_system()"
 
 
 def connected_to(dbapi_connection: Any) -> str | None:

@@ -363,13 +363,17 @@ class Gunicorn:
             )
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 30
-        until_started(self.process, lambda: self.get(ready_path)[0] == 200, 30, "gunicorn", self.logs)
-        if env.get("INSTANCE_PATH"):
-            # Until each worker is past post_worker_init (its poller has written its file), so that a
-            # fault a test makes next does not meet a worker still loading at boot.
-            folder = os.path.join(env["INSTANCE_PATH"], "workers")
-            until_started(self.process, lambda: self._every_worker_wrote(folder, workers), deadline - time.monotonic(),
-                          "every gunicorn worker", self.logs)
+        try:
+            until_started(self.process, lambda: self.get(ready_path)[0] == 200, 30, "gunicorn", self.logs)
+            if env.get("INSTANCE_PATH"):
+                # Until each worker is past post_worker_init (its poller has written its file), so that a
+                # fault a test makes next does not meet a worker still loading at boot.
+                folder = os.path.join(env["INSTANCE_PATH"], "workers")
+                until_started(self.process, lambda: self._every_worker_wrote(folder, workers), deadline - time.monotonic(),
+                              "every gunicorn worker", self.logs)
+        except BaseException:
+            self.stop(quick=True)  # the error names what the logs said; nothing is left running or on disk
+            raise
 
     def _every_worker_wrote(self, folder: str, workers: int) -> bool:
         pids = set(self.worker_pids())

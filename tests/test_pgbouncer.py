@@ -113,7 +113,16 @@ def test_everything_works_behind_pgbouncer(pool_mode, cluster, upstream, make_ap
                 return False
             return True
 
-        wait_for(replaced, "pgbouncer to replace the server connections it held", timeout=5, interval=0.2)
+        def still_held() -> str:
+            """What to look at when it fails: the old server connections, and what pgbouncer says of them."""
+            old = cluster.execute(
+                "SELECT pid, state, backend_start, left(query, 80) AS query FROM pg_stat_activity "
+                f"WHERE datname = '{database}' AND pid IN ({', '.join(str(pid) for pid in in_use)})"
+            )
+            return f"pgbouncer to replace the server connections it held; still there: {old}; " \
+                   f"servers: {bouncer.admin('SHOW SERVERS')}; clients: {bouncer.admin('SHOW CLIENTS')}"
+
+        wait_for(replaced, still_held, timeout=5, interval=0.2)
     finally:
         if server:
             server.stop()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from flask import Blueprint
+from flask import Blueprint, current_app, g, request
 
 from .. import audit
 from ..auth.revocation import revoke
@@ -39,7 +39,7 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    claims = verified_claims()
+    claims = verified_claims(request._get_current_object(), g._get_current_object(), current_app._get_current_object())
     expires_at = datetime.fromtimestamp(claims["exp"], timezone.utc).replace(tzinfo=None)
     revoke(claims["jti"], expires_at)
     audit.record("logout", "ok", actor=claims["sub"], target=claims["jti"])

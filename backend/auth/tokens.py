@@ -78,7 +78,7 @@ def _remember_in_context(context: Any, header: dict[str, Any], claims: dict[str,
     context._jwt_extended_jwt_location = "headers"
 
 
-def verified_claims(current: Request | None = None, context: Any = None, app: Flask | None = None) -> dict[str, Any]:
+def verified_claims(current: Request, context: Any, app: Flask) -> dict[str, Any]:
     """The request's token claims; raises flask-jwt-extended's errors for a bad token.
 
     Verifying an HS256 token costs PyJWT about half a millisecond here (it checks
@@ -86,15 +86,15 @@ def verified_claims(current: Request | None = None, context: Any = None, app: Fl
     byte-for-byte identical to one this process verified with its key needs no
     second signature check; expiry and revocation are still checked every time,
     flask-jwt-extended's request context is filled in as its own verification
-    would, and anything else goes through flask-jwt-extended in full. The request,
-    ``g`` and the app may be passed by a caller that has resolved them already.
+    would, and anything else goes through flask-jwt-extended in full. ``current``,
+    ``context`` and ``app`` are the request, ``g`` and the app, resolved once by the caller.
     """
     dbhealth = state(app)
     verified = dbhealth.verified_tokens
-    header = (current if current is not None else request).environ.get("HTTP_AUTHORIZATION", "")
+    header = current.environ.get("HTTP_AUTHORIZATION", "")
     cached = verified.get(header)
     if cached is not None and cached[1]["exp"] > time.time() and not dbhealth.revoked.contains(cached[1]["jti"]):
-        _remember_in_context(context if context is not None else g._get_current_object(), *cached)
+        _remember_in_context(context, *cached)
         return cached[1]
     try:
         verify_jwt_in_request()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -461,6 +462,13 @@ class PgBouncer(Closing):
     def admin(self, statement: str) -> list[dict]:
         """Rows of one admin console command."""
         return postgres_execute(self.admin_url(), statement)
+
+    def point_at(self, target_port: int) -> None:
+        """Forward every database to ``target_port`` from now on (RELOAD); its clients stay connected."""
+        ini = Path(self.folder, "pgbouncer.ini")
+        ini.write_text(re.sub(r"(\* = host=127\.0\.0\.1 port=)\d+", rf"\g<1>{target_port}", ini.read_text()))
+        self.admin("RELOAD")
+        self.admin("RECONNECT")
 
     def log(self) -> str:
         try:

@@ -5,8 +5,6 @@ server, RECONNECT, and the connection budget per worker.
 from __future__ import annotations
 
 import json
-import os
-import re
 import threading
 import time
 import urllib.error
@@ -240,13 +238,7 @@ def test_the_system_identifier_follows_the_server_behind_the_pooler(cluster, mak
         assert identifiers[cluster.port] != identifiers[shared_port]
         servers = []
         for port in (cluster.port, shared_port):
-            ini = os.path.join(bouncer.folder, "pgbouncer.ini")
-            with open(ini) as conf:
-                text = conf.read()
-            with open(ini, "w") as conf:
-                conf.write(re.sub(r"(\* = host=127\.0\.0\.1 port=)\d+", rf"\g<1>{port}", text))
-            bouncer.admin("RELOAD")
-            bouncer.admin("RECONNECT")
+            bouncer.point_at(port)
             with app.app_context():
                 snapshot, _ = state(app).monitor.health(force=True)
             servers.append(snapshot["components"]["primary"]["server"])

@@ -63,13 +63,31 @@ class DbHealth:
                 continue  # an in-memory SQLite database lives only in its one connection
             if isinstance(engine.pool, sa.pool.QueuePool):
                 disposed += engine.pool.checkedin()
-            engine.dispose()
+            _dispose(engine)
         return disposed
 
     def forget_inherited_connections(self) -> None:
         """In a forked child: drop the parent's pooled sockets without closing them."""
         for engine in self.engines():
             engine.dispose(close=False)
+
+
+def _dispose(engine: sa.Engine) -> None:
+    """``engine.dispose()``, and the connections checked out meanwhile are closed as they come back.
+
+    SQLAlchemy hands those back to the old pool, to be closed when the garbage
+    collector frees it; but a pool made before the worker froze the collector
+    (gunicorn.conf.py) is never freed, and its connection would stay open for good
+    (behind pgbouncer in session mode, holding a server connection past RECONNECT).
+    """
+    old = engine.pool
+    engine.dispose()
+    sa.event.listen(old, "checkin", _close_on_return)
+    old.dispose()  # any that came back before the listener was there
+
+
+def _close_on_return(dbapi_connection: Any, entry: sa.pool.ConnectionPoolEntry) -> None:
+    entry.close()
 
 
 def state(app: Flask | None = None) -> DbHealth:

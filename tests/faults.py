@@ -381,8 +381,9 @@ class Gunicorn:
         written = {int(name[:-5]) for name in os.listdir(folder) if name[:-5].isdigit()}
         return len(pids) >= workers and pids <= written
 
-    def get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET", timeout: float = 30):
-        request = urllib.request.Request(self.url + path, headers=headers or {}, method=method)
+    def get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET", timeout: float = 30,
+            body: bytes | None = None):
+        request = urllib.request.Request(self.url + path, data=body, headers=headers or {}, method=method)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, response.read(), dict(response.headers)

@@ -7,6 +7,7 @@ reach the database through one fault proxy, which takes it away for the outage.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -226,6 +227,58 @@ def test_reconnect_reaches_every_worker_of_both_instances(fleet):
 
         assert wait_for(lambda: applied() == {"fleet-a": 2, b_id: 2})
         assert wait_for(lambda: {w["pool_generation"] for w in status_of(server, fleet.app)["workers"]} == {generation})
+
+
+def test_a_connection_in_use_during_reconnect_is_closed_when_it_comes_back(fleet):
+    """A login waits on a locked users table, holding a pooled connection, while /reconnect throws the
+    pools away: when it finishes, its connection is closed, not kept by the pool it came from (a pool
+    made before the worker froze the garbage collector would keep it open for good)."""
+    admin = bearer(fleet.app, "admin")
+    answers: list[int] = []
+    login = threading.Thread(target=lambda: answers.append(fleet.a.get(
+        "/api/auth/login", {"Content-Type": "application/json"}, "POST", body=b'{"username": "nobody", "password": "x"}')[0]))
+    with users_locked(fleet):
+        before = fleet.connections()["a"]
+        login.start()
+        waiting = wait_for(lambda: waiting_on_users(fleet), "the login to wait on the locked table", timeout=5, interval=0.02)
+        assert call(fleet.a, "/api/database/reconnect", admin, "POST")[0] == 200
+        # Every worker has thrown its pools away: nothing from before is left but the waiting login's.
+        wait_for(lambda: not (fleet.connections()["a"] & (before - waiting)), "both workers to reconnect", timeout=5)
+    login.join(timeout=10)
+    assert answers == [401], answers
+    wait_for(lambda: not (fleet.connections()["a"] & waiting), lambda: f"the login's connection {waiting} to be closed",
+             timeout=2 + ROUND_TRIP_MARGIN_S, interval=0.05)
+
+
+@contextlib.contextmanager
+def users_locked(fleet):
+    """The users table locked against reads, from a connection of the test's own, for the block."""
+    with fleet.admin.connect() as locker:
+        if fleet.kind == "postgresql":
+            with locker.execution_options(isolation_level="READ COMMITTED").begin():
+                locker.exec_driver_sql("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+                yield
+        else:
+            locker.exec_driver_sql(f"LOCK TABLES {fleet.database}.users WRITE")
+            try:
+                yield
+            finally:
+                locker.exec_driver_sql("UNLOCK TABLES")
+
+
+def waiting_on_users(fleet) -> set[int]:
+    """Connection ids of instance a's user that wait for a table lock."""
+    with fleet.admin.connect() as connection:
+        if fleet.kind == "postgresql":
+            rows = connection.exec_driver_sql(
+                "SELECT pid FROM pg_stat_activity WHERE usename = %s AND wait_event_type = 'Lock'", (fleet.users["a"],)
+            ).all()
+        else:
+            rows = connection.exec_driver_sql(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s AND STATE LIKE '%%lock%%'",
+                (fleet.users["a"],),
+            ).all()
+    return {row[0] for row in rows}
 
 
 def test_an_outage_appears_once_per_instance_from_either_instance(fleet):

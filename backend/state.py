@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from flask import Flask, current_app
 
+from .db.budget import BudgetedQueuePool
 from .extensions import db
 from .process import ProcessThread
 
@@ -73,21 +74,14 @@ class DbHealth:
 
 
 def _dispose(engine: sa.Engine) -> None:
-    """``engine.dispose()``, and the connections checked out meanwhile are closed as they come back.
+    """``engine.dispose()``; the old pool closes the connections still out as they come back.
 
-    SQLAlchemy hands those back to the old pool, to be closed when the garbage
-    collector frees it; but a pool made before the worker froze the collector
-    (gunicorn.conf.py) is never freed, and its connection would stay open for good
-    (behind pgbouncer in session mode, holding a server connection past RECONNECT).
+    SQLite's pools hold no server connection and are left to SQLAlchemy.
     """
     old = engine.pool
     engine.dispose()
-    sa.event.listen(old, "checkin", _close_on_return)
-    old.dispose()  # any that came back before the listener was there
-
-
-def _close_on_return(dbapi_connection: Any, entry: sa.pool.ConnectionPoolEntry) -> None:
-    entry.close()
+    if isinstance(old, BudgetedQueuePool):
+        old.retire()
 
 
 def state(app: Flask | None = None) -> DbHealth:

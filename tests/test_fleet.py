@@ -133,6 +133,38 @@ def fleet(request, tmp_path_factory):
             step()
 
 
+@contextlib.contextmanager
+def users_locked(fleet: Fleet):
+    """The users table locked against reads, from a connection of the test's own, for the block."""
+    with fleet.admin.connect() as locker:
+        if fleet.kind == "postgresql":
+            with locker.execution_options(isolation_level="READ COMMITTED").begin():
+                locker.exec_driver_sql("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+                yield
+        else:
+            locker.exec_driver_sql(f"LOCK TABLES {fleet.database}.users WRITE")
+            try:
+                yield
+            finally:
+                locker.exec_driver_sql("UNLOCK TABLES")
+
+
+def waiting_on_users(fleet: Fleet) -> set[int]:
+    """Connection ids of instance a's user whose query on users waits for the table lock."""
+    with fleet.admin.connect() as connection:
+        if fleet.kind == "postgresql":
+            rows = connection.exec_driver_sql(
+                "SELECT pid FROM pg_stat_activity WHERE usename = %s AND wait_event_type = 'Lock' "
+                "AND query LIKE '%%users%%'", (fleet.users["a"],)
+            ).all()
+        else:
+            rows = connection.exec_driver_sql(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s "
+                "AND STATE LIKE 'Waiting for table%%lock' AND INFO LIKE '%%users%%'", (fleet.users["a"],)
+            ).all()
+    return {row[0] for row in rows}
+
+
 def call(server: Gunicorn, path: str, headers=None, method: str = "GET"):
     status, body, response_headers = server.get(path, headers=headers, method=method)
     return status, json.loads(body or b"{}"), response_headers
@@ -192,6 +224,35 @@ def test_one_background_probe_per_interval_per_instance(fleet):
         assert elapsed - 3 <= count <= elapsed + 1, (instance, count, elapsed)
 
 
+def test_a_connection_in_use_during_reconnect_is_closed_when_it_comes_back(fleet):
+    """A login waits on a locked users table, holding a pooled connection, while /reconnect throws the
+    pools away: when it finishes, its connection is closed, not kept by the pool it came from. Here
+    (before any other reconnect of the module) that pool was made before the worker froze the garbage
+    collector, which would otherwise keep it, and the connection, for good."""
+    admin = bearer(fleet.app, "admin")
+    answers: list[int] = []
+
+    def log_in() -> None:
+        body = b'{"username": "nobody", "password": "x"}'
+        answers.append(fleet.a.get("/api/auth/login", {"Content-Type": "application/json"}, "POST", body=body)[0])
+
+    login = threading.Thread(target=log_in)
+    with users_locked(fleet):
+        locked_at = time.monotonic()
+        before = fleet.connections()["a"]
+        login.start()
+        waiting = wait_for(lambda: waiting_on_users(fleet), "the login to wait on the locked table", timeout=5, interval=0.02)
+        assert len(waiting) == 1, waiting
+        assert call(fleet.a, "/api/database/reconnect", admin, "POST")[0] == 200
+        # Every worker has thrown its pools away: nothing from before is left but the waiting login's.
+        wait_for(lambda: not (fleet.connections()["a"] & (before - waiting)), "both workers to reconnect", timeout=5)
+    locked_for = time.monotonic() - locked_at
+    login.join(timeout=10)
+    assert answers == [401], f"{answers} after the table was locked {locked_for:.2f} s (the login's own budget: 5 s)"
+    wait_for(lambda: not (fleet.connections()["a"] & waiting), lambda: f"the login's connection {waiting} to be closed",
+             timeout=2 + ROUND_TRIP_MARGIN_S, interval=0.05)
+
+
 def test_reconnect_reaches_every_worker_of_both_instances(fleet):
     admin = bearer(fleet.app, "admin")
     for server in (fleet.a, fleet.b):
@@ -227,58 +288,6 @@ def test_reconnect_reaches_every_worker_of_both_instances(fleet):
 
         assert wait_for(lambda: applied() == {"fleet-a": 2, b_id: 2})
         assert wait_for(lambda: {w["pool_generation"] for w in status_of(server, fleet.app)["workers"]} == {generation})
-
-
-def test_a_connection_in_use_during_reconnect_is_closed_when_it_comes_back(fleet):
-    """A login waits on a locked users table, holding a pooled connection, while /reconnect throws the
-    pools away: when it finishes, its connection is closed, not kept by the pool it came from (a pool
-    made before the worker froze the garbage collector would keep it open for good)."""
-    admin = bearer(fleet.app, "admin")
-    answers: list[int] = []
-    login = threading.Thread(target=lambda: answers.append(fleet.a.get(
-        "/api/auth/login", {"Content-Type": "application/json"}, "POST", body=b'{"username": "nobody", "password": "x"}')[0]))
-    with users_locked(fleet):
-        before = fleet.connections()["a"]
-        login.start()
-        waiting = wait_for(lambda: waiting_on_users(fleet), "the login to wait on the locked table", timeout=5, interval=0.02)
-        assert call(fleet.a, "/api/database/reconnect", admin, "POST")[0] == 200
-        # Every worker has thrown its pools away: nothing from before is left but the waiting login's.
-        wait_for(lambda: not (fleet.connections()["a"] & (before - waiting)), "both workers to reconnect", timeout=5)
-    login.join(timeout=10)
-    assert answers == [401], answers
-    wait_for(lambda: not (fleet.connections()["a"] & waiting), lambda: f"the login's connection {waiting} to be closed",
-             timeout=2 + ROUND_TRIP_MARGIN_S, interval=0.05)
-
-
-@contextlib.contextmanager
-def users_locked(fleet):
-    """The users table locked against reads, from a connection of the test's own, for the block."""
-    with fleet.admin.connect() as locker:
-        if fleet.kind == "postgresql":
-            with locker.execution_options(isolation_level="READ COMMITTED").begin():
-                locker.exec_driver_sql("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-                yield
-        else:
-            locker.exec_driver_sql(f"LOCK TABLES {fleet.database}.users WRITE")
-            try:
-                yield
-            finally:
-                locker.exec_driver_sql("UNLOCK TABLES")
-
-
-def waiting_on_users(fleet) -> set[int]:
-    """Connection ids of instance a's user that wait for a table lock."""
-    with fleet.admin.connect() as connection:
-        if fleet.kind == "postgresql":
-            rows = connection.exec_driver_sql(
-                "SELECT pid FROM pg_stat_activity WHERE usename = %s AND wait_event_type = 'Lock'", (fleet.users["a"],)
-            ).all()
-        else:
-            rows = connection.exec_driver_sql(
-                "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s AND STATE LIKE '%%lock%%'",
-                (fleet.users["a"],),
-            ).all()
-    return {row[0] for row in rows}
 
 
 def test_an_outage_appears_once_per_instance_from_either_instance(fleet):

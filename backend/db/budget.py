@@ -156,13 +156,37 @@ class _BudgetedQueue(sa_queue.Queue):
 
 
 class BudgetedQueuePool(sa.pool.QueuePool):
-    """A QueuePool whose wait for a free connection is capped by the time left in the budget."""
+    """A QueuePool whose wait for a free connection is capped by the time left in the budget.
+
+    Once retired (a reconnect replaced it), a connection given back is closed, not kept.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._pool = _BudgetedQueue(self._pool.maxsize, use_lifo=self._pool.use_lifo)
+        self._retired = False
+        self._retire_lock = threading.Lock()  # a connection comes back either before retire() or closed
         if not self.echo:  # log as QueuePool does: under "sqlalchemy", quiet unless asked for
             self.logger = logging.getLogger("sqlalchemy.pool.impl.QueuePool")
+
+    def retire(self) -> None:
+        """Close what is idle here, and every connection still out as soon as it comes back.
+
+        After ``engine.dispose()`` SQLAlchemy leaves those to this pool, closed when
+        the garbage collector frees it; a pool made before the worker froze the
+        collector (gunicorn.conf.py) is never freed, and a connection kept in it would
+        stay open for good (behind pgbouncer in session mode, holding a server
+        connection past RECONNECT).
+        """
+        with self._retire_lock:
+            self._retired = True
+            self.dispose()
+
+    def _do_return_conn(self, record: Any) -> None:
+        with self._retire_lock:
+            if self._retired:
+                record.close()
+            super()._do_return_conn(record)
 
 
 def connect_within(seconds: float, connect: Callable[[], T], close: Callable[[T], None]) -> T:

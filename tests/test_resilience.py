@@ -10,9 +10,12 @@ import threading
 import time
 
 import pytest
+import sqlalchemy as sa
 
+from backend.db.probe_connection import probe_connection
+from backend.db.side import run_bounded
 from backend.state import state
-from tests.conftest import bearer
+from tests.conftest import bearer, create_database
 from tests.faults import Gunicorn
 
 SECRET = "resilience-tests-secret-key-0123456789abcdef"
@@ -149,3 +152,29 @@ def test_reconnect_reaches_every_worker(cluster, server_env, tokens, servers):
     while before & backends():
         assert time.monotonic() < deadline, f"a worker kept its connections: {before & backends()}"
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+def test_a_kept_connection_found_invalidated_is_replaced_at_once(make_app, kind):
+    """SQLAlchemy invalidates a connection on a disconnect it sees (and a reader may have handled the
+    error): the probe and the service's own reads then open a new one, rather than failing on the dead
+    one ('Health probe failed unexpectedly', or PendingRollbackError) until the next reconnect."""
+    url, drop = create_database(kind)
+    try:
+        app = make_app(DATABASE_URL=url)
+        viewer = bearer(app)
+        client = app.test_client()
+        with app.app_context():
+            assert run_bounded(None, 2.0, lambda connection: connection.execute(sa.text("SELECT 1")).scalar()) == 1
+            kept = probe_connection(None)
+            kept.connection.invalidate()  # as SQLAlchemy does when a statement meets a dead socket
+
+            answer = client.get("/api/database/health?force=true", headers=viewer)
+            assert answer.status_code == 200, answer.get_json()
+            assert answer.get_json()["data"]["status"] == "healthy"
+
+            kept.connection.invalidate()
+            assert run_bounded(None, 2.0, lambda connection: connection.execute(sa.text("SELECT 2")).scalar()) == 2
+            assert not kept.connection.invalidated
+    finally:
+        drop()

@@ -88,9 +88,18 @@ class ProbeConnection:
 
         return self.run(seconds, on_connection)
 
+    def _usable(self) -> bool:
+        """Opened in this process, and not invalidated since: SQLAlchemy invalidates a connection on
+        a disconnect it sees, even one its caller then handled."""
+        return (
+            self.pooled is not None and self.pid == os.getpid()
+            and self.pooled.dbapi_connection is not None and not self.connection.invalidated
+        )
+
     def _attempt(self, seconds: float, work: Callable[[ProbeConnection], T]) -> T:
-        if self.pooled is None or self.pid != os.getpid():
+        if not self._usable():
             started = time.monotonic()
+            self._close(broken=True)  # a dead one of ours: dropped (one inherited across a fork: only forgotten)
             self._open(seconds)
             seconds = max(seconds - (time.monotonic() - started), 0.001)
         try:

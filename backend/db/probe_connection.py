@@ -89,12 +89,10 @@ class ProbeConnection:
         return self.run(seconds, on_connection)
 
     def _usable(self) -> bool:
-        """Opened in this process, and not invalidated since: SQLAlchemy invalidates a connection on
-        a disconnect it sees, even one its caller then handled."""
-        return (
-            self.pooled is not None and self.pid == os.getpid()
-            and self.pooled.dbapi_connection is not None and not self.connection.invalidated
-        )
+        """Opened in this process, and neither closed nor invalidated since (either leaves the pool's
+        wrapper without a driver connection): SQLAlchemy invalidates a connection on a disconnect it
+        sees, even one its caller then handled."""
+        return self.pooled is not None and self.pid == os.getpid() and self.pooled.dbapi_connection is not None
 
     def _attempt(self, seconds: float, work: Callable[[ProbeConnection], T]) -> T:
         if not self._usable():
@@ -121,8 +119,8 @@ class ProbeConnection:
             return was_open
 
     def _open(self, seconds: float) -> None:
-        """Connect, waiting at most ``seconds``: libpq's connect_timeout cannot go below 2 s."""
-        self._forget()
+        """Connect, waiting at most ``seconds`` (libpq's connect_timeout cannot go below 2 s), in place
+        of the connection _attempt has just let go."""
         if self.dialect.name == "sqlite":  # no network; and a memory database lives in its thread's connection
             connection = self.engine.connect()
         else:

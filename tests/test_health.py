@@ -67,6 +67,21 @@ def test_force_parameter_is_validated(sqlite_app):
     assert client.get("/api/database/health?unknown=1", headers=headers).status_code == 200
 
 
+def test_the_same_query_asked_again_is_read_the_same(sqlite_app):
+    """Query strings are parsed once and remembered: asked again (and past the number kept), each
+    still means what it says, the first of a repeated parameter winning as with request.args."""
+    client = sqlite_app.test_client()
+    headers = bearer(sqlite_app)
+    client.get("/api/database/health", headers=headers)
+    for _ in range(2):
+        assert client.get("/api/database/health?force=false&force=true", headers=headers).json["data"]["cached"] is True
+        assert client.get("/api/database/health?force=true&force=false", headers=headers).json["data"]["cached"] is False
+        assert client.get("/api/database/health?force=yes", headers=headers).status_code == 400
+        assert client.get("/api/database/health?max_lag_s=-1", headers=headers).status_code == 400
+        for number in range(100):  # more different ones than are kept
+            assert client.get(f"/api/database/health?n={number}", headers=headers).status_code == 200
+
+
 def test_info_never_shows_the_password(make_app):
     url, drop = create_database("postgresql")
     try:

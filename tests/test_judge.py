@@ -1,6 +1,10 @@
 """Judging health is a pure function: facts in, status and messages out, no database."""
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy.engine import make_url
+
 from backend.health.judge import (
     component_verdict,
     component_warnings,
@@ -12,7 +16,7 @@ from backend.health.judge import (
     replica_warnings,
     same_server,
 )
-from backend.health.servers import change, detect_change
+from backend.health.servers import change, detect_change, postgres_server
 
 LIMITS = {"DB_CONNECTIONS_WARN_PERCENT": 80, "DB_POOL_WARN_PERCENT": 90, "DB_REPLICA_MAX_LAG_S": 30}
 QUIET_POOL = {"utilization_percent": 10.0}
@@ -142,3 +146,16 @@ def test_a_failover_seen_across_an_outage_is_detected():
     up = {"status": "healthy", "server": dict(STANDBY, in_recovery=False)}
     assert detect_change(down, up) == "primary changed from 10.0.0.1:5432 to 10.0.0.2:5432"
     assert detect_change(up, down) is None and detect_change(None, up) is None
+
+
+def test_the_postmaster_start_is_told_in_utc_and_follows_a_restart():
+    """Each probe's start time is written in UTC; the text of the last one is reused while it stays the same."""
+    started = datetime(2026, 1, 1, 12, 0, 0, 5, tzinfo=timezone(timedelta(hours=2)))
+
+    def told(value):
+        return postgres_server(("10.0.0.1", 5432, value), False, None, make_url("postgresql://u@10.0.0.1/db"))["postmaster_start_time"]
+
+    assert told(started) == "2026-01-01T10:00:00.000005Z"
+    assert told(started.astimezone(timezone.utc)) == "2026-01-01T10:00:00.000005Z"  # the same instant
+    assert told(started + timedelta(seconds=1)) == "2026-01-01T10:00:01.000005Z"  # restarted
+    assert told(started) == "2026-01-01T10:00:00.000005Z"

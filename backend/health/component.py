@@ -40,8 +40,18 @@ FULL_FACTS_EVERY_S = 10.0
 RISKS_EVERY_S = 60.0
 
 
+_last_second: tuple[int, str] = (-1, "")
+
+
 def iso_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """Now in UTC to the second, as every result's timestamp (formatted once a second)."""
+    global _last_second
+    now = time.time()
+    second, text = _last_second
+    if int(now) != second:
+        text = datetime.fromtimestamp(int(now), timezone.utc).isoformat().replace("+00:00", "Z")
+        _last_second = (int(now), text)
+    return text
 
 
 class ComponentProber:

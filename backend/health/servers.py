@@ -39,6 +39,8 @@ def connected_to(dbapi_connection: Any) -> str | None:
 
 def unreachable_hosts(url: Any, failed: bool) -> list[str]:
     """Configured hosts that did not answer: from the latest attempts of a multi-host URL, else the one host if the probe failed."""
+    if not failed and not isinstance(url.query.get("host"), tuple):
+        return []  # one host, and it answered (every probe's case: no list built)
     configured = hosts_of(url)
     if len(configured) > 1:
         found = multi_host.unreachable(configured)
@@ -138,7 +140,16 @@ def _timelines(previous: dict[str, Any], current: dict[str, Any]) -> str:
     return f", timeline {previous['timeline']} -> {current['timeline']}"
 
 
+# The postmaster start time of the last server: every probe reads it, and it changes with a restart.
+_last_iso: tuple[Any, str | None] = (None, None)
+
+
 def _iso(value: Any) -> str | None:
+    global _last_iso
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        seen, text = _last_iso
+        if seen != value:  # equal instants give the same text in UTC
+            text = value.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+            _last_iso = (value, text)
+        return text
     return str(value) if value is not None else None

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from backend.fleet import folder
 from backend.health import flight, shared
 from backend.state import state
 from tests.conftest import bearer
@@ -186,7 +187,7 @@ def test_a_forked_worker_opens_the_flight_lock_of_its_own(app):
     if pid == 0:  # the child: take the flight and hold it until told
         try:
             with app.app_context():
-                fd = flight._descriptor(os.path.join(app.instance_path, flight.FLIGHT_FILE))
+                fd = folder.kept_descriptor(os.path.join(app.instance_path, flight.FLIGHT_FILE))
                 os.write(write, b"1" if flight._take(fd) else b"0")
                 time.sleep(1.5)
         finally:
@@ -255,3 +256,44 @@ def test_without_a_usable_flight_file_each_worker_probes_on_its_own(app):
     os.makedirs(os.path.join(app.instance_path, flight.FLIGHT_FILE))  # not a file
     response = app.test_client().get("/api/database/health?force=true", headers=bearer(app))
     assert response.status_code == 200 and response.json["data"]["status"] == "healthy"
+
+
+def taken_in_background(path):
+    took = threading.Event()
+
+    def take():
+        with folder.locked_kept(path):
+            took.set()
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    return thread, took
+
+
+def test_a_kept_lock_whose_file_was_removed_still_excludes_a_sibling(app):
+    """The flight's and the publish lock's files are opened once per worker; a lock on a file removed
+    meanwhile (the folder emptied) would exclude nobody, so the file is opened again."""
+    path = os.path.join(app.instance_path, "example.lock")
+    with folder.locked_kept(path):
+        pass
+    os.remove(path)
+    sibling = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(sibling, fcntl.LOCK_EX)
+    thread, took = taken_in_background(path)
+    try:
+        assert not took.wait(0.3), "took the lock a sibling holds"
+    finally:
+        fcntl.flock(sibling, fcntl.LOCK_UN)
+        os.close(sibling)
+    assert took.wait(5)
+    thread.join()
+
+
+def test_a_kept_lock_excludes_the_other_threads_of_its_worker(app):
+    """flock locks belong to an open file, which a worker's threads share: they also take a lock of the process."""
+    path = os.path.join(app.instance_path, "example.lock")
+    with folder.locked_kept(path):
+        thread, took = taken_in_background(path)
+        assert not took.wait(0.3), "another thread took the lock this one holds"
+    assert took.wait(5)
+    thread.join()

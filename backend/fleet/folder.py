@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -45,6 +46,48 @@ def locked(path: str) -> Iterator[int]:
             fcntl.flock(fd, fcntl.LOCK_UN)  # a child forked meanwhile has a copy that would keep it locked
     finally:
         os.close(fd)
+
+
+# path -> (pid, descriptor): each process opens its own (a descriptor inherited across a fork
+# shares its locks with the parent's).
+_descriptors: dict[str, tuple[int, int]] = {}
+# flock locks belong to an open file, which the threads of a process share here: they take this first.
+_thread_locks: dict[str, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+def kept_descriptor(path: str) -> int:
+    """This process's descriptor of ``path`` (created if missing), opened once and kept: a lock
+    taken on every probe need not pay an open and a close each time."""
+    pid = os.getpid()
+    held = _descriptors.get(path)
+    if held is not None and held[0] == pid:
+        if os.fstat(held[1]).st_nlink:
+            return held[1]
+        os.close(held[1])  # the file was removed (the folder emptied): a lock on it excludes nobody
+        del _descriptors[path]
+    elif held is not None:
+        os.close(held[1])  # the parent's: closing our copy leaves its lock alone
+        del _descriptors[path]
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    _descriptors[path] = (pid, fd)
+    return fd
+
+
+@contextmanager
+def locked_kept(path: str) -> Iterator[int]:
+    """``locked`` on a kept descriptor: exclusive between processes, and between this process's threads."""
+    thread_lock = _thread_locks.get(path)
+    if thread_lock is None:
+        with _thread_locks_guard:
+            thread_lock = _thread_locks.setdefault(path, threading.Lock())
+    with thread_lock:
+        fd = kept_descriptor(path)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield fd
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)  # a child forked meanwhile has a copy that would keep it locked
 
 
 def try_lock(path: str) -> int | None:

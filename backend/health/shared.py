@@ -21,7 +21,7 @@ from typing import Any
 
 from flask import Flask
 
-from ..fleet.folder import locked, read_json, write_json
+from ..fleet.folder import locked_kept, read_json, write_json
 from . import servers
 from .transitions import record_transition
 
@@ -180,9 +180,24 @@ def _changes(previous: dict[str, Any] | None, snapshot: dict[str, Any]) -> list[
     return changes
 
 
+# The published document last compared, and what of it is settled: the file, and so the parsed
+# document, stays the same from one forced probe to the next.
+_settled_seen: tuple[Any, dict[str, Any] | None] = (None, None)
+
+
 def _settled(document: dict[str, Any]) -> dict[str, Any]:
     components = document["snapshot"]["components"]
     return {name: {key: value for key, value in component.items() if key not in VOLATILE} for name, component in components.items()}
+
+
+def _settled_published(previous: dict[str, Any]) -> dict[str, Any]:
+    """``_settled`` of the published document, worked out once per document read (never changed once read)."""
+    global _settled_seen
+    seen, settled = _settled_seen
+    if seen is not previous or settled is None:
+        settled = _settled(previous)
+        _settled_seen = (previous, settled)
+    return settled
 
 
 def _nothing_new(app: Flask, previous: dict[str, Any] | None, document: dict[str, Any], changes: list[Change]) -> bool:
@@ -195,7 +210,7 @@ def _nothing_new(app: Flask, previous: dict[str, Any] | None, document: dict[str
     if previous is None or changes:
         return False
     own_state = {key: value for key, value in document.items() if key not in ("snapshot", "probed_at", "pid")}
-    if any(previous.get(key) != value for key, value in own_state.items()) or _settled(previous) != _settled(document):
+    if any(previous.get(key) != value for key, value in own_state.items()) or _settled_published(previous) != _settled(document):
         return False
     fresh_for = min(REWRITE_AFTER_S, app.config["DB_HEALTH_CACHE_TTL"] / 2)
     return document["probed_at"] - previous["probed_at"] < fresh_for
@@ -209,7 +224,7 @@ def publish(app: Flask, snapshot: dict[str, Any], probed_at: float) -> list[Chan
     changes nothing.
     """
     path = _path(app)
-    with locked(path + ".lock"):
+    with locked_kept(path + ".lock"):
         previous = _read(app)
         if _newest_probe(app, previous) > probed_at:
             return []

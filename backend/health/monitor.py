@@ -83,15 +83,17 @@ class HealthMonitor:
                 if age is not None and not self._adopt(snapshot, age):
                     snapshot = self.snapshot  # our own result is newer than the sibling's published one
             else:
-                snapshot = self._check_all(budget)
+                snapshot, age = self._check_all(budget), None
             future.set_result(snapshot)
-            return snapshot, False
         except BaseException as error:
             future.set_exception(error)
             raise
         finally:
             with self.lock:
                 self.inflight = None
+        if age is None:  # probed here: counted once whoever waited for it has it
+            self._count(snapshot)
+        return snapshot, False
 
     def cached(self) -> dict[str, Any] | None:
         """The last result of this instance if still within its TTL, without probing."""
@@ -165,8 +167,6 @@ class HealthMonitor:
         self.components.judge_together(results)
         status, message = judge.overall(results)
         snapshot = {**results["primary"], "status": status, "message": message, "components": results}
-        for name, component in results.items():
-            metrics.record_probe(name, component["status"], component["response_time_ms"] / 1000, component["pool_status"] or {})
         self._remember(snapshot, probed_at)
         return snapshot
 
@@ -178,6 +178,15 @@ class HealthMonitor:
     def _remember(self, snapshot: dict[str, Any], probed_at: float) -> None:
         with self.lock:
             self.snapshot, self.snapshot_at = snapshot, time.monotonic()
+        if not self.shares:
+            return
+        try:
+            shared.publish(self.app, snapshot, probed_at)
+        except OSError as error:
+            log.warning("cannot share the probe's result in the instance folder: %s", error)
+
+    def _count(self, snapshot: dict[str, Any]) -> None:
+        """This worker's own record of a probe it ran: history, last probe and metrics."""
         self.history.record(snapshot)
         primary = snapshot["components"]["primary"]
         state(self.app).last_probe = {
@@ -185,12 +194,8 @@ class HealthMonitor:
             "status": snapshot["status"],
             "response_time_ms": primary["response_time_ms"],
         }
-        if not self.shares:
-            return
-        try:
-            shared.publish(self.app, snapshot, probed_at)
-        except OSError as error:
-            log.warning("cannot share the probe's result in the instance folder: %s", error)
+        for name, component in snapshot["components"].items():
+            metrics.record_probe(name, component["status"], component["response_time_ms"] / 1000, component["pool_status"] or {})
 
     def report(self) -> dict[str, Any]:
         """The monitor section of /status."""

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..fleet.folder import locked, read_json, write_json
+from ..fleet.folder import instance_file, locked, read_json, write_json
 from ..models import ReconnectApplied, ReconnectGeneration, utcnow
 from ..state import state
 from . import side
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def _path(app: Flask) -> str:
-    return os.path.join(app.instance_path, GENERATION_FILE)
+    return instance_file(app.instance_path, GENERATION_FILE)
 
 
 def _mtime(path: str) -> int:

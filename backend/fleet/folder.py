@@ -15,6 +15,18 @@ from contextlib import contextmanager
 from typing import Any
 
 
+_paths: dict[tuple[str, str], str] = {}
+
+
+def instance_file(instance_path: str, name: str) -> str:
+    """``os.path.join(instance_path, name)``, joined once: a forced probe asks for five of them."""
+    key = (instance_path, name)
+    path = _paths.get(key)
+    if path is None:
+        path = _paths[key] = os.path.join(instance_path, name)
+    return path
+
+
 def read_json(path: str) -> Any:
     """The file's JSON, or None when it is missing or unreadable."""
     try:

@@ -32,7 +32,7 @@ from typing import Any
 from flask import Flask
 
 from ..db.budget import Budget
-from ..fleet.folder import kept_descriptor
+from ..fleet.folder import instance_file, kept_descriptor
 from . import shared
 
 FLIGHT_FILE = "health.flight"
@@ -94,7 +94,7 @@ def probe_once(
     ``since`` (time.time()): take no result of a probe that started before it.
     """
     try:
-        fd = kept_descriptor(os.path.join(app.instance_path, FLIGHT_FILE))
+        fd = kept_descriptor(instance_file(app.instance_path, FLIGHT_FILE))
     except OSError as error:
         _warn_once(error)
         return probe(budget), None

@@ -21,7 +21,7 @@ from typing import Any
 
 from flask import Flask
 
-from ..fleet.folder import locked_kept, read_json, write_json
+from ..fleet.folder import instance_file, locked_kept, read_json, write_json
 from . import servers
 from .transitions import record_transition
 
@@ -57,7 +57,7 @@ DETECTORS: list[Detector] = [server_changed]
 
 
 def _path(app: Flask) -> str:
-    return os.path.join(app.instance_path, SHARED_FILE)
+    return instance_file(app.instance_path, SHARED_FILE)
 
 
 _digests: weakref.WeakKeyDictionary[Flask, str] = weakref.WeakKeyDictionary()
@@ -116,7 +116,7 @@ def _write(path: str, document: dict[str, Any]) -> None:
 # overtaken. The file is only ever made by _stamp, already stamped: no mtime of its means
 # anything else (a lock file's would be when it was made).
 def _stamp_path(app: Flask) -> str:
-    return os.path.join(app.instance_path, STAMP_FILE)
+    return instance_file(app.instance_path, STAMP_FILE)
 
 
 def _stamp(app: Flask, probed_at: float) -> None:

@@ -66,6 +66,7 @@ _descriptors: dict[str, tuple[int, int]] = {}
 # flock locks belong to an open file, which the threads of a process share here: they take this first.
 _thread_locks: dict[str, threading.Lock] = {}
 _thread_locks_guard = threading.Lock()
+os.register_at_fork(after_in_child=_thread_locks.clear)  # one held by another thread at the fork would stay held
 
 
 def kept_descriptor(path: str) -> int:

@@ -270,13 +270,17 @@ def taken_in_background(path):
     return thread, took
 
 
-def test_a_kept_lock_whose_file_was_removed_still_excludes_a_sibling(app):
+@pytest.mark.parametrize("how", ["removed", "moved away"])
+def test_a_kept_lock_whose_file_is_gone_still_excludes_a_sibling(app, how):
     """The flight's and the publish lock's files are opened once per worker; a lock on a file removed
-    meanwhile (the folder emptied) would exclude nobody, so the file is opened again."""
+    or moved meanwhile (the folder emptied or replaced) would exclude nobody, so the file is opened again."""
     path = os.path.join(app.instance_path, "example.lock")
     with folder.locked_kept(path):
         pass
-    os.remove(path)
+    if how == "removed":
+        os.remove(path)
+    else:
+        os.rename(path, path + ".old")
     sibling = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     fcntl.flock(sibling, fcntl.LOCK_EX)
     thread, took = taken_in_background(path)
@@ -297,3 +301,27 @@ def test_a_kept_lock_excludes_the_other_threads_of_its_worker(app):
         assert not took.wait(0.3), "another thread took the lock this one holds"
     assert took.wait(5)
     thread.join()
+
+
+def test_a_worker_counts_its_probes_in_the_order_they_ran(app, monkeypatch):
+    """A forced probe asked while the previous one is still being counted (history, last probe,
+    metrics) shares it: it cannot run, and be counted, before the one it follows."""
+    health_monitor = state(app).monitor
+    count = health_monitor._count
+    counting = threading.Event()
+
+    def slow_first_count(snapshot):
+        if not counting.is_set():
+            counting.set()
+            time.sleep(0.3)  # as a thread pre-empted right there would
+        count(snapshot)
+
+    monkeypatch.setattr(health_monitor, "_count", slow_first_count)
+    first, _ = forced_in_background(app)
+    assert counting.wait(5)
+    with app.app_context():
+        second, _ = health_monitor.health(force=True)
+    first.join(5)
+    last = health_monitor.history.report()["recent_probes"][-1]
+    assert last["response_time_ms"] == second["components"]["primary"]["response_time_ms"]
+    assert state(app).last_probe["response_time_ms"] == second["components"]["primary"]["response_time_ms"]

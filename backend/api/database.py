@@ -9,6 +9,7 @@ import platform
 import re
 import time
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -41,12 +42,12 @@ HEALTH_JSON_STATUS = {"healthy": "pass", "degraded": "warn", "unhealthy": "fail"
 # again and again, and werkzeug's parse (a MultiDict, an exception per missing key) costs
 # a forced probe's answer 2% of its rate. Bounded: a caller inventing query strings only
 # empties it.
-_parsed_queries: dict[bytes, dict[str, str]] = {}
+_parsed_queries: dict[bytes, Mapping[str, str]] = {}
 PARSED_QUERIES_KEPT = 64
 
 
 def query_args(current: Request) -> Mapping[str, str]:
-    """The query parameters, first value of each (as ``request.args.get``); not to be changed."""
+    """The query parameters, first value of each (as ``request.args.get``), read-only: shared by requests."""
     raw = current.query_string
     if not raw:
         return {}
@@ -55,7 +56,7 @@ def query_args(current: Request) -> Mapping[str, str]:
         if len(_parsed_queries) >= PARSED_QUERIES_KEPT:
             _parsed_queries.clear()
         args = current.args
-        parsed = _parsed_queries[raw] = {key: args[key] for key in args}
+        parsed = _parsed_queries[raw] = MappingProxyType({key: args[key] for key in args})
     return parsed
 
 

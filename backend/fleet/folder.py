@@ -66,7 +66,16 @@ _descriptors: dict[str, tuple[int, int]] = {}
 # flock locks belong to an open file, which the threads of a process share here: they take this first.
 _thread_locks: dict[str, threading.Lock] = {}
 _thread_locks_guard = threading.Lock()
-os.register_at_fork(after_in_child=_thread_locks.clear)  # one held by another thread at the fork would stay held
+
+
+def _forget_thread_locks() -> None:
+    """In a forked child: a lock another thread of the parent held at the fork would stay held."""
+    global _thread_locks_guard
+    _thread_locks.clear()
+    _thread_locks_guard = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_thread_locks)
 
 
 def kept_descriptor(path: str) -> int:
@@ -75,16 +84,32 @@ def kept_descriptor(path: str) -> int:
     pid = os.getpid()
     held = _descriptors.get(path)
     if held is not None and held[0] == pid:
-        if os.fstat(held[1]).st_nlink:
+        if _same_file(path, held[1]):
             return held[1]
-        os.close(held[1])  # the file was removed (the folder emptied): a lock on it excludes nobody
+        # removed, or the folder moved or replaced: a lock on the old file would exclude nobody
+        _close_quietly(held[1])
         del _descriptors[path]
     elif held is not None:
-        os.close(held[1])  # the parent's: closing our copy leaves its lock alone
+        _close_quietly(held[1])  # the parent's: closing our copy leaves its lock alone
         del _descriptors[path]
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     _descriptors[path] = (pid, fd)
     return fd
+
+
+def _same_file(path: str, fd: int) -> bool:
+    try:
+        named, held = os.stat(path), os.fstat(fd)
+    except OSError:  # no such file any more, or the descriptor was closed behind our back
+        return False
+    return (named.st_ino, named.st_dev) == (held.st_ino, held.st_dev)
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 @contextmanager

@@ -88,11 +88,12 @@ class HealthMonitor:
         except BaseException as error:
             future.set_exception(error)
             raise
+        else:
+            if age is None:  # probed here: counted once whoever waited has it, before a newer probe can be
+                self._count(snapshot)
         finally:
             with self.lock:
                 self.inflight = None
-        if age is None:  # probed here: counted once whoever waited for it has it
-            self._count(snapshot)
         return snapshot, False
 
     def cached(self) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import psycopg2
 from flask import Flask, Request, current_app, request
+from werkzeug.datastructures import Headers
 
 from .. import alerts, audit, metrics, process
 from ..auth.tokens import admin_only, is_admin
@@ -134,6 +135,10 @@ def _success_body(snapshot: dict[str, Any], cached: bool, admin: bool) -> bytes:
     return hit[1]
 
 
+# A success's headers, parsed and checked once: werkzeug copies a Headers as it is, a dict it checks again.
+SUCCESS_HEADERS = Headers([("Content-Type", "application/json"), ("Cache-Control", "no-store")])
+
+
 def wants_health_json(current: Request) -> bool:
     """The IETF format only when the client names it, with a quality above zero and no lower than JSON's.
 
@@ -158,7 +163,7 @@ def health_response(app: Flask, current: Request, snapshot: dict[str, Any], cach
         if snapshot["components"]["primary"].get("misconfigured"):
             return error_body("db_misconfigured", data["message"], "Database misconfigured", data=data), 503, headers
         return error_body("db_unavailable", data["message"], "Database unhealthy", data=data), 503, headers
-    return app.response_class(_success_body(snapshot, cached, admin), mimetype="application/json", headers=headers)
+    return app.response_class(_success_body(snapshot, cached, admin), headers=SUCCESS_HEADERS.copy())
 
 
 def seconds_arg(args: Mapping[str, str], name: str) -> float | None:

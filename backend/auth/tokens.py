@@ -130,7 +130,7 @@ def protect(blueprint: Blueprint) -> None:
 
 
 def is_admin() -> bool:
-    return g.get("role") == "admin"
+    return getattr(g._get_current_object(), "role", None) == "admin"  # g.get() costs a cached answer 1 us more
 
 
 def _unauthorized(reason: str):

@@ -185,7 +185,7 @@ class BudgetedQueuePool(sa.pool.QueuePool):
     def _do_return_conn(self, record: Any) -> None:
         with self._retire_lock:
             if self._retired:
-                record.close()
+                record.close()  # then queued closed as usual, which keeps the old pool's counts right
             super()._do_return_conn(record)
 
 

@@ -63,19 +63,9 @@ def locked(path: str) -> Iterator[int]:
 # path -> (pid, descriptor): each process opens its own (a descriptor inherited across a fork
 # shares its locks with the parent's).
 _descriptors: dict[str, tuple[int, int]] = {}
-# flock locks belong to an open file, which the threads of a process share here: they take this first.
-_thread_locks: dict[str, threading.Lock] = {}
-_thread_locks_guard = threading.Lock()
-
-
-def _forget_thread_locks() -> None:
-    """In a forked child: a lock another thread of the parent held at the fork would stay held."""
-    global _thread_locks_guard
-    _thread_locks.clear()
-    _thread_locks_guard = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_thread_locks)
+# (pid, path) -> the lock this process's threads take before flock: flock locks belong to an open
+# file, which they share. By pid, as a child forked while a thread held one must not inherit it held.
+_thread_locks: dict[tuple[int, str], threading.Lock] = {}
 
 
 def kept_descriptor(path: str) -> int:
@@ -114,11 +104,11 @@ def _close_quietly(fd: int) -> None:
 
 @contextmanager
 def locked_kept(path: str) -> Iterator[int]:
-    """``locked`` on a kept descriptor: exclusive between processes, and between this process's threads."""
-    thread_lock = _thread_locks.get(path)
-    if thread_lock is None:
-        with _thread_locks_guard:
-            thread_lock = _thread_locks.setdefault(path, threading.Lock())
+    """``locked`` on a kept descriptor, for a lock taken on every probe (``locked`` opens and closes
+    the file each time, which the rarer read-modify-write cycles can afford): exclusive between
+    processes, and between this process's threads."""
+    key = (os.getpid(), path)
+    thread_lock = _thread_locks.get(key) or _thread_locks.setdefault(key, threading.Lock())  # setdefault: one wins
     with thread_lock:
         fd = kept_descriptor(path)
         fcntl.flock(fd, fcntl.LOCK_EX)
